@@ -1,0 +1,82 @@
+"""Config keys of MaskFormer, with the official repository's names and defaults.
+
+A config written for the official MaskFormer (facebookresearch/MaskFormer) loads unchanged after
+`add_mask_former_config(cfg)`.
+"""
+from detectron2.config import CfgNode as CN
+from detectron2.projects.deeplab import add_deeplab_config
+
+
+def add_mask_former_config(cfg: CN) -> None:
+    """Adds MaskFormer's keys to a detectron2 config, in place.
+
+    Also adds DeepLab's keys (poly learning-rate schedule, dilated ResNet stems), which the
+    official training script adds before MaskFormer's and its configs use.
+    """
+    add_deeplab_config(cfg)
+    # ---- data
+    # Dataset mapper, picked by name in train_net.py.
+    cfg.INPUT.DATASET_MAPPER_NAME = "mask_former_semantic"
+    # SSD-style photometric augmentation during training.
+    cfg.INPUT.COLOR_AUG_SSD = False
+    # The random crop is retried until no single category covers more than this fraction of it.
+    cfg.INPUT.CROP.SINGLE_CATEGORY_MAX_AREA = 1.0
+    # Pad images and label maps to a multiple of this size in the dataset mapper (-1: no padding).
+    cfg.INPUT.SIZE_DIVISIBILITY = -1
+
+    # ---- solver
+    cfg.SOLVER.WEIGHT_DECAY_EMBED = 0.0
+    cfg.SOLVER.OPTIMIZER = "ADAMW"
+    # Learning rate of the backbone relative to SOLVER.BASE_LR.
+    cfg.SOLVER.BACKBONE_MULTIPLIER = 0.1
+
+    # ---- model
+    cfg.MODEL.MASK_FORMER = CN()
+    # losses
+    cfg.MODEL.MASK_FORMER.DEEP_SUPERVISION = True
+    cfg.MODEL.MASK_FORMER.NO_OBJECT_WEIGHT = 0.1
+    cfg.MODEL.MASK_FORMER.DICE_WEIGHT = 1.0
+    cfg.MODEL.MASK_FORMER.MASK_WEIGHT = 20.0
+    # transformer decoder
+    cfg.MODEL.MASK_FORMER.NHEADS = 8
+    cfg.MODEL.MASK_FORMER.DROPOUT = 0.1
+    cfg.MODEL.MASK_FORMER.DIM_FEEDFORWARD = 2048
+    cfg.MODEL.MASK_FORMER.ENC_LAYERS = 0
+    cfg.MODEL.MASK_FORMER.DEC_LAYERS = 6
+    cfg.MODEL.MASK_FORMER.PRE_NORM = False
+    cfg.MODEL.MASK_FORMER.HIDDEN_DIM = 256
+    cfg.MODEL.MASK_FORMER.NUM_OBJECT_QUERIES = 100
+    # A backbone feature name, or "transformer_encoder" for TransformerEncoderPixelDecoder's output.
+    cfg.MODEL.MASK_FORMER.TRANSFORMER_IN_FEATURE = "res5"
+    cfg.MODEL.MASK_FORMER.ENFORCE_INPUT_PROJ = False
+    # inference
+    cfg.MODEL.MASK_FORMER.TEST = CN()
+    cfg.MODEL.MASK_FORMER.TEST.PANOPTIC_ON = False
+    cfg.MODEL.MASK_FORMER.TEST.OBJECT_MASK_THRESHOLD = 0.0
+    cfg.MODEL.MASK_FORMER.TEST.OVERLAP_THRESHOLD = 0.0
+    cfg.MODEL.MASK_FORMER.TEST.SEM_SEG_POSTPROCESSING_BEFORE_INFERENCE = False
+    # Images are padded to a multiple of this in the model (ResNet reports 0 on its own).
+    cfg.MODEL.MASK_FORMER.SIZE_DIVISIBILITY = 32
+
+    # ---- pixel decoder
+    cfg.MODEL.SEM_SEG_HEAD.MASK_DIM = 256
+    cfg.MODEL.SEM_SEG_HEAD.TRANSFORMER_ENC_LAYERS = 0
+    cfg.MODEL.SEM_SEG_HEAD.PIXEL_DECODER_NAME = "BasePixelDecoder"
+
+    # ---- Swin Transformer backbone
+    cfg.MODEL.SWIN = CN()
+    cfg.MODEL.SWIN.PRETRAIN_IMG_SIZE = 224
+    cfg.MODEL.SWIN.PATCH_SIZE = 4
+    cfg.MODEL.SWIN.EMBED_DIM = 96
+    cfg.MODEL.SWIN.DEPTHS = [2, 2, 6, 2]
+    cfg.MODEL.SWIN.NUM_HEADS = [3, 6, 12, 24]
+    cfg.MODEL.SWIN.WINDOW_SIZE = 7
+    cfg.MODEL.SWIN.MLP_RATIO = 4.0
+    cfg.MODEL.SWIN.QKV_BIAS = True
+    cfg.MODEL.SWIN.QK_SCALE = None
+    cfg.MODEL.SWIN.DROP_RATE = 0.0
+    cfg.MODEL.SWIN.ATTN_DROP_RATE = 0.0
+    cfg.MODEL.SWIN.DROP_PATH_RATE = 0.3
+    cfg.MODEL.SWIN.APE = False
+    cfg.MODEL.SWIN.PATCH_NORM = True
+    cfg.MODEL.SWIN.OUT_FEATURES = ["res2", "res3", "res4", "res5"]

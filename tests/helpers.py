@@ -1,0 +1,18 @@
+"""Small helpers shared by the tests."""
+import torch
+from detectron2.config import CfgNode, get_cfg
+
+from mask_former import add_mask_former_config
+
+
+def relative_error(actual: torch.Tensor, expected: torch.Tensor) -> float:
+    actual, expected = actual.double(), expected.double()
+    return ((actual - expected).norm() / expected.norm().clamp_min(1e-12)).item()
+
+
+def config_from_yaml(text: str) -> CfgNode:
+    """A MaskFormer config with `text` (a dumped config) merged in."""
+    cfg = get_cfg()
+    add_mask_former_config(cfg)
+    cfg.merge_from_other_cfg(CfgNode.load_cfg(text))
+    return cfg
