@@ -29,6 +29,9 @@ def add_mask_former_config(cfg: CN) -> None:
     cfg.SOLVER.OPTIMIZER = "ADAMW"
     # Learning rate of the backbone relative to SOLVER.BASE_LR.
     cfg.SOLVER.BACKBONE_MULTIPLIER = 0.1
+    # Autocast precision with SOLVER.AMP.ENABLED: "float16" (with loss scaling, as detectron2)
+    # or "bfloat16" (float32's range: no loss scaling needed). Not an official key.
+    cfg.SOLVER.AMP.PRECISION = "float16"
 
     # ---- model
     cfg.MODEL.MASK_FORMER = CN()

@@ -10,12 +10,15 @@ from torch import nn
 from .losses import dice_loss, sigmoid_focal_loss
 
 
-def average_num_masks(targets: List[Dict[str, torch.Tensor]], device: torch.device) -> float:
-    """Number of target masks, averaged over all workers (at least 1), to normalise mask losses."""
-    num_masks = torch.as_tensor([float(sum(len(t["labels"]) for t in targets))], device=device)
+def average_num_masks(targets: List[Dict[str, torch.Tensor]], device: torch.device) -> torch.Tensor:
+    """Number of target masks, averaged over all workers (at least 1), to normalise mask losses.
+
+    Stays a device tensor: reading it on the host would stall the GPU every step.
+    """
+    num_masks = torch.as_tensor(float(sum(len(t["labels"]) for t in targets)), device=device)
     if dist.is_available() and dist.is_initialized():
         dist.all_reduce(num_masks)
-    return torch.clamp(num_masks / get_world_size(), min=1).item()
+    return torch.clamp(num_masks / get_world_size(), min=1)
 
 
 class SetCriterion(nn.Module):
@@ -55,7 +58,8 @@ class SetCriterion(nn.Module):
 
     def loss_masks(self, outputs, targets, indices, num_masks) -> Dict[str, torch.Tensor]:
         batch_idx, query_idx = self._matched_queries(indices)
-        pred_masks = outputs["pred_masks"][batch_idx, query_idx]  # (N, h, w), N matched pairs
+        # float32 losses also under autocast: sums over many pixels need the precision
+        pred_masks = outputs["pred_masks"][batch_idx, query_idx].float()  # (N, h, w), N matched
         # Targets are already padded to one size per batch by the meta-architecture.
         target_masks = torch.cat(
             [t["masks"][tgt] for t, (_, tgt) in zip(targets, indices)]

@@ -13,8 +13,8 @@ class HungarianMatcher(nn.Module):
     """One-to-one assignment of queries to targets minimising class + focal + dice costs.
 
     Targets are downsampled (nearest) to the prediction resolution before computing costs.
-    Costs of all images are computed on the predictions' device and brought to the host in one
-    transfer per batch.
+    The costs of the whole batch are computed on the predictions' device in a few large kernels
+    and brought to the host in one transfer; only the assignment itself runs on the CPU.
     """
 
     def __init__(self, cost_class: float = 1.0, cost_mask: float = 1.0, cost_dice: float = 1.0):
@@ -33,30 +33,31 @@ class HungarianMatcher(nn.Module):
 
         Returns per image (query indices, target indices), each int64 of length min(Q, M).
         """
-        costs = [
-            self._cost_matrix(logits, masks, target)
-            for logits, masks, target in zip(outputs["pred_logits"], outputs["pred_masks"], targets)
-        ]
-        host_costs = torch.cat([c.flatten() for c in costs]).float().cpu()
+        batch_size, num_queries = outputs["pred_logits"].shape[:2]
+        sizes = [len(t["labels"]) for t in targets]
+        # Costs of every query against the targets of the whole batch in one pass; each image's
+        # block of this (B, Q, sum M) matrix is its cost matrix.
+        cost = self._cost_matrix(outputs, targets).view(batch_size, num_queries, sum(sizes)).cpu()
         indices = []
-        start = 0
-        for c in costs:
-            cost = host_costs[start:start + c.numel()].view(c.shape)
-            start += c.numel()
-            rows, cols = linear_sum_assignment(cost.numpy())
+        for b, block in enumerate(cost.split(sizes, dim=-1)):
+            rows, cols = linear_sum_assignment(block[b].numpy())
             indices.append((torch.as_tensor(rows, dtype=torch.int64),
                             torch.as_tensor(cols, dtype=torch.int64)))
         return indices
 
-    def _cost_matrix(self, logits: torch.Tensor, masks: torch.Tensor,
-                     target: Dict[str, torch.Tensor]) -> torch.Tensor:
-        """logits (Q, K+1), masks (Q, h, w) -> cost (Q, M)."""
-        labels = target["labels"]
-        cost_class = -logits.float().softmax(-1)[:, labels]
-        tgt_masks = target["masks"].to(masks)
-        tgt_masks = F.interpolate(tgt_masks[:, None], size=masks.shape[-2:], mode="nearest")[:, 0]
-        pred = masks.float().flatten(1)
-        tgt = tgt_masks.float().flatten(1)
+    def _cost_matrix(self, outputs: Dict[str, torch.Tensor],
+                     targets: List[Dict[str, torch.Tensor]]) -> torch.Tensor:
+        """(B*Q, sum M) costs of every query against every target of the batch."""
+        logits = outputs["pred_logits"].float().flatten(0, 1)  # (B*Q, K+1)
+        masks = outputs["pred_masks"].float()  # (B, Q, h, w)
+        labels = torch.cat([t["labels"] for t in targets]).to(logits.device)
+        tgt_masks = torch.cat([
+            F.interpolate(t["masks"].to(masks)[:, None], size=masks.shape[-2:], mode="nearest")[:, 0]
+            for t in targets
+        ])  # (sum M, h, w)
+        pred = masks.flatten(0, 1).flatten(1)
+        tgt = tgt_masks.flatten(1)
+        cost_class = -logits.softmax(-1)[:, labels]
         return (
             self.cost_mask * pairwise_focal_cost(pred, tgt)
             + self.cost_class * cost_class

@@ -1,0 +1,10 @@
+"""Mappers from detectron2 dataset dicts to MaskFormer's training inputs."""
+from .detr_panoptic_dataset_mapper import DETRPanopticDatasetMapper
+from .mask_former_panoptic_dataset_mapper import MaskFormerPanopticDatasetMapper
+from .mask_former_semantic_dataset_mapper import MaskFormerSemanticDatasetMapper
+
+__all__ = [
+    "DETRPanopticDatasetMapper",
+    "MaskFormerPanopticDatasetMapper",
+    "MaskFormerSemanticDatasetMapper",
+]

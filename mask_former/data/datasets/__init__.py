@@ -1,0 +1,14 @@
+"""Importing this package registers MaskFormer's datasets with detectron2's catalogs.
+
+Added here: ADE20K-Full, ADE20K panoptic, COCO-Stuff-10K, Mapillary Vistas, CamVid and the embedded
+synthetic shapes. ADE20K-150 semantic (`ade20k_sem_seg_{train,val}`), COCO panoptic and Cityscapes
+are detectron2's own built-ins. datasets/README.md gives the layouts under $DETECTRON2_DATASETS.
+"""
+from . import (  # noqa: F401
+    register_ade20k_full,
+    register_ade20k_panoptic,
+    register_camvid,
+    register_coco_stuff_10k,
+    register_mapillary_vistas,
+    register_synthetic_shapes,
+)
