@@ -135,23 +135,28 @@ def test_losses_and_gradients(model_and_cfg, reference):
 
 @torch.no_grad()
 def test_matcher_indices(model_and_cfg, reference):
-    """The fixture holds the matcher's last call in the criterion's forward.
+    """The fixture holds the indices of the matcher's last call in the official criterion.
 
-    The criterion matches the final layer first, then each auxiliary layer; the recording kept
-    the last call (aux_outputs[-1]). Every call's result is pinned indirectly by the per-layer
-    losses above; this pins the recorded one exactly.
+    The official criterion matches the final layer first, then each auxiliary layer in turn,
+    and the recording kept the last call: aux_outputs[-1]. Every layer's matching is pinned
+    indirectly by its losses above; this pins the recorded one exactly.
     """
     model, _ = model_and_cfg
     model.train()
-    calls = []
-    handle = model.criterion.matcher.register_forward_hook(lambda m, i, out: calls.append(out))
-    try:
-        model(reference["batch"])
-    finally:
-        handle.remove()
-    assert len(calls) == 3  # final layer + 2 auxiliary layers
+    batch = reference["batch"]
+    images = model.preprocess_images(batch)
+    outputs = model.sem_seg_head(model.backbone(images.tensor))
+    targets = model.prepare_targets([x["instances"] for x in batch], images)
+    layers = [outputs] + outputs["aux_outputs"]
+    matches = model.criterion.matcher.match_layers(layers, targets)
+    assert len(matches) == 3  # final layer + 2 auxiliary layers
+    # Matching layers together equals matching each alone.
+    for layer, layer_matches in zip(layers, matches):
+        alone = model.criterion.matcher(layer, targets)
+        assert all(torch.equal(a, b) for pair_a, pair_b in zip(alone, layer_matches)
+                   for a, b in zip(pair_a, pair_b))
     expected = reference["matcher_indices"]
-    assert len(calls[-1]) == len(expected) == 2
-    for (queries, tgts), (exp_queries, exp_tgts) in zip(calls[-1], expected):
+    assert len(matches[-1]) == len(expected) == 2
+    for (queries, tgts), (exp_queries, exp_tgts) in zip(matches[-1], expected):
         assert torch.equal(queries, exp_queries)
         assert torch.equal(tgts, exp_tgts)

@@ -1,5 +1,5 @@
 """MaskFormer's set criterion: classification and mask losses on Hungarian-matched pairs."""
-from typing import Dict, List, Sequence
+from typing import Dict, List, NamedTuple, Sequence
 
 import torch
 import torch.distributed as dist
@@ -19,6 +19,34 @@ def average_num_masks(targets: List[Dict[str, torch.Tensor]], device: torch.devi
     if dist.is_available() and dist.is_initialized():
         dist.all_reduce(num_masks)
     return torch.clamp(num_masks / get_world_size(), min=1)
+
+
+class MatchedPairs(NamedTuple):
+    """The N matched (query, target) pairs of one decoder layer, on the targets' device."""
+
+    batch: torch.Tensor  # (N,) image index
+    query: torch.Tensor  # (N,) query index
+    labels: torch.Tensor  # (N,) target class
+    masks: torch.Tensor  # (N, H, W) target mask
+
+    @staticmethod
+    def gather(layer_matches, targets) -> List["MatchedPairs"]:
+        """Per layer, the matched pairs; index tensors go to the device in one transfer."""
+        offsets = torch.tensor([0] + [len(t["labels"]) for t in targets]).cumsum(0)
+        rows = []  # per layer: image, query, index into the batch's concatenated targets
+        for matches in layer_matches:
+            rows.append(torch.stack([
+                torch.cat([torch.full_like(src, b) for b, (src, _) in enumerate(matches)]),
+                torch.cat([src for src, _ in matches]),
+                torch.cat([tgt + offsets[b] for b, (_, tgt) in enumerate(matches)]),
+            ]))
+        device = targets[0]["labels"].device
+        host = torch.stack(rows)  # (layers, 3, N): every layer matches the same number of pairs
+        indices = host.pin_memory().to(device, non_blocking=True) if device.type == "cuda" else host
+        labels = torch.cat([t["labels"] for t in targets])
+        masks = torch.cat([t["masks"] for t in targets])
+        return [MatchedPairs(batch, query, labels[target], masks[target])
+                for batch, query, target in indices]
 
 
 class SetCriterion(nn.Module):
@@ -45,25 +73,21 @@ class SetCriterion(nn.Module):
         empty_weight[-1] = eos_coef
         self.register_buffer("empty_weight", empty_weight)
 
-    def loss_labels(self, outputs, targets, indices, num_masks) -> Dict[str, torch.Tensor]:
+    def loss_labels(self, outputs, matched: MatchedPairs, num_masks) -> Dict[str, torch.Tensor]:
+        """Cross-entropy over K+1 classes; unmatched queries target "no object"."""
         logits = outputs["pred_logits"].float()  # (B, Q, K+1)
         target_classes = torch.full(logits.shape[:2], self.num_classes, dtype=torch.int64,
                                     device=logits.device)
-        batch_idx, query_idx = self._matched_queries(indices)
-        target_classes[batch_idx, query_idx] = torch.cat(
-            [t["labels"][tgt] for t, (_, tgt) in zip(targets, indices)]
-        ).to(logits.device)
+        target_classes[matched.batch, matched.query] = matched.labels
         loss_ce = F.cross_entropy(logits.transpose(1, 2), target_classes, self.empty_weight)
         return {"loss_ce": loss_ce}
 
-    def loss_masks(self, outputs, targets, indices, num_masks) -> Dict[str, torch.Tensor]:
-        batch_idx, query_idx = self._matched_queries(indices)
+    def loss_masks(self, outputs, matched: MatchedPairs, num_masks) -> Dict[str, torch.Tensor]:
+        """Focal and dice losses of the N matched masks, upsampled to the targets' (H, W)."""
         # float32 losses also under autocast: sums over many pixels need the precision
-        pred_masks = outputs["pred_masks"][batch_idx, query_idx].float()  # (N, h, w), N matched
+        pred_masks = outputs["pred_masks"][matched.batch, matched.query].float()  # (N, h, w)
         # Targets are already padded to one size per batch by the meta-architecture.
-        target_masks = torch.cat(
-            [t["masks"][tgt] for t, (_, tgt) in zip(targets, indices)]
-        ).to(pred_masks)  # (N, H, W)
+        target_masks = matched.masks.to(pred_masks)  # (N, H, W)
         pred_masks = F.interpolate(pred_masks[:, None], size=target_masks.shape[-2:],
                                    mode="bilinear", align_corners=False)[:, 0]
         pred_masks = pred_masks.flatten(1)
@@ -73,29 +97,29 @@ class SetCriterion(nn.Module):
             "loss_dice": dice_loss(pred_masks, target_masks, num_masks),
         }
 
-    @staticmethod
-    def _matched_queries(indices):
-        batch_idx = torch.cat([torch.full_like(src, i) for i, (src, _) in enumerate(indices)])
-        query_idx = torch.cat([src for src, _ in indices])
-        return batch_idx, query_idx
-
-    def _layer_losses(self, outputs, targets, num_masks) -> Dict[str, torch.Tensor]:
-        indices = self.matcher(outputs, targets)
+    def _layer_losses(self, outputs, matched, num_masks) -> Dict[str, torch.Tensor]:
         losses = {}
         for name in self.losses:
             loss_fn = self.loss_labels if name == "labels" else self.loss_masks
-            losses.update(loss_fn(outputs, targets, indices, num_masks))
+            losses.update(loss_fn(outputs, matched, num_masks))
         return losses
 
     def forward(self, outputs: dict, targets: List[Dict[str, torch.Tensor]]) -> Dict[str, torch.Tensor]:
-        """outputs: the head's dict; targets: per image "labels" (M,) and "masks" (M, H, W)."""
+        """outputs: the head's dict; targets: per image "labels" (M,) and "masks" (M, H, W).
+
+        All layers are matched in one call, so a training step waits for the GPU once for
+        matching, not once per decoder layer.
+        """
         num_masks = average_num_masks(targets, outputs["pred_masks"].device)
         final = {k: v for k, v in outputs.items() if k != "aux_outputs"}
-        losses = self._layer_losses(final, targets, num_masks)
-        for i, aux in enumerate(outputs.get("aux_outputs", [])):
-            losses.update(
-                {f"{k}_{i}": v for k, v in self._layer_losses(aux, targets, num_masks).items()}
-            )
+        layers = [final] + list(outputs.get("aux_outputs", []))
+        layer_matches = self.matcher.match_layers(layers, targets)
+        all_matched = MatchedPairs.gather(layer_matches, targets)
+        losses = {}
+        for i, (layer, matched) in enumerate(zip(layers, all_matched)):
+            suffix = "" if i == 0 else f"_{i - 1}"
+            layer_losses = self._layer_losses(layer, matched, num_masks)
+            losses.update({k + suffix: v for k, v in layer_losses.items()})
         return losses
 
     def __repr__(self):

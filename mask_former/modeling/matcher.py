@@ -33,21 +33,39 @@ class HungarianMatcher(nn.Module):
 
         Returns per image (query indices, target indices), each int64 of length min(Q, M).
         """
-        batch_size, num_queries = outputs["pred_logits"].shape[:2]
+        return self.match_layers([outputs], targets)[0]
+
+    @torch.no_grad()
+    def match_layers(self, layer_outputs: List[Dict[str, torch.Tensor]],
+                     targets: List[Dict[str, torch.Tensor]]) -> List[List[Tuple[torch.Tensor, torch.Tensor]]]:
+        """Matches the outputs of several decoder layers against the same targets at once.
+
+        The costs of all layers, images and targets are one (L*B*Q, sum M) matrix computed in a
+        few large kernels and brought to the host in one transfer; only the assignments run on
+        the CPU. Returns, per layer, what `forward` returns.
+        """
+        num_layers = len(layer_outputs)
+        batch_size, num_queries = layer_outputs[0]["pred_logits"].shape[:2]
         sizes = [len(t["labels"]) for t in targets]
-        # Costs of every query against the targets of the whole batch in one pass; each image's
-        # block of this (B, Q, sum M) matrix is its cost matrix.
-        cost = self._cost_matrix(outputs, targets).view(batch_size, num_queries, sum(sizes)).cpu()
-        indices = []
-        for b, block in enumerate(cost.split(sizes, dim=-1)):
-            rows, cols = linear_sum_assignment(block[b].numpy())
-            indices.append((torch.as_tensor(rows, dtype=torch.int64),
-                            torch.as_tensor(cols, dtype=torch.int64)))
-        return indices
+        stacked = {key: torch.cat([o[key] for o in layer_outputs]) for key in ("pred_logits", "pred_masks")}
+        cost = self._cost_matrix(stacked, targets)
+        cost = cost.view(num_layers, batch_size, num_queries, sum(sizes)).cpu()
+        matches = []
+        for layer_cost in cost:
+            layer_matches = []
+            for b, block in enumerate(layer_cost.split(sizes, dim=-1)):
+                rows, cols = linear_sum_assignment(block[b].numpy())
+                layer_matches.append((torch.as_tensor(rows, dtype=torch.int64),
+                                      torch.as_tensor(cols, dtype=torch.int64)))
+            matches.append(layer_matches)
+        return matches
 
     def _cost_matrix(self, outputs: Dict[str, torch.Tensor],
                      targets: List[Dict[str, torch.Tensor]]) -> torch.Tensor:
-        """(B*Q, sum M) costs of every query against every target of the batch."""
+        """(N*Q, sum M) costs of every query against every target of the batch.
+
+        outputs hold N = (layers x) B images' predictions; target masks are shared by all.
+        """
         logits = outputs["pred_logits"].float().flatten(0, 1)  # (B*Q, K+1)
         masks = outputs["pred_masks"].float()  # (B, Q, h, w)
         labels = torch.cat([t["labels"] for t in targets]).to(logits.device)
