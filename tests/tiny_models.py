@@ -5,6 +5,16 @@ from detectron2.structures import Instances
 
 from mask_former import add_mask_former_config
 
+# Overrides that shrink a full config to the quick-start model's width, for train_net/benchmark runs.
+TINY_MODEL_OPTS = [
+    "MODEL.RESNETS.STEM_OUT_CHANNELS", "32", "MODEL.RESNETS.RES2_OUT_CHANNELS", "64",
+    "MODEL.RESNETS.WIDTH_PER_GROUP", "16",
+    "MODEL.SEM_SEG_HEAD.CONVS_DIM", "64", "MODEL.SEM_SEG_HEAD.MASK_DIM", "64",
+    "MODEL.MASK_FORMER.HIDDEN_DIM", "64", "MODEL.MASK_FORMER.NHEADS", "4",
+    "MODEL.MASK_FORMER.DIM_FEEDFORWARD", "128", "MODEL.MASK_FORMER.DEC_LAYERS", "2",
+    "MODEL.MASK_FORMER.NUM_OBJECT_QUERIES", "16", "MODEL.MASK_FORMER.DROPOUT", "0.0",
+]
+
 
 def tiny_config(num_classes: int = 5):
     """MaskFormer on a narrow ResNet-50 layout with a 2-layer, 32-wide transformer."""

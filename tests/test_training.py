@@ -1,0 +1,86 @@
+"""train_net.py end to end on the CPU: training on CamVid, evaluation, resume after a kill."""
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from conftest import REPO_ROOT, shared_path
+from tiny_models import TINY_MODEL_OPTS
+
+sys.path.insert(0, str(REPO_ROOT))
+import train_net  # noqa: E402
+
+
+def camvid_args(tmp_path, *extra):
+    os.environ["DETECTRON2_DATASETS"] = str(shared_path())
+    opts = TINY_MODEL_OPTS + [
+        "MODEL.DEVICE", "cpu", "OUTPUT_DIR", str(tmp_path), "SEED", "0",
+        "SOLVER.IMS_PER_BATCH", "4", "SOLVER.BASE_LR", "0.001", "SOLVER.CLIP_GRADIENTS.CLIP_VALUE", "1.0",
+        "INPUT.MIN_SIZE_TRAIN", "(144,)", "INPUT.MAX_SIZE_TRAIN", "256", "INPUT.CROP.SIZE", "(128, 128)",
+        "INPUT.SIZE_DIVISIBILITY", "128", "INPUT.MIN_SIZE_TEST", "120", "INPUT.MAX_SIZE_TEST", "160",
+        "DATALOADER.NUM_WORKERS", "1",
+    ] + list(extra)
+    return train_net.default_argument_parser().parse_args(
+        ["--config-file", str(REPO_ROOT / "configs/camvid/maskformer_R50.yaml")] + opts
+    )
+
+
+def test_camvid_training_loss_falls_and_evaluation_gives_per_class_iou(tmp_path):
+    args = camvid_args(tmp_path, "SOLVER.MAX_ITER", "60", "SOLVER.CHECKPOINT_PERIOD", "1000")
+    cfg = train_net.setup(args)
+    trainer = train_net.Trainer(cfg)
+    trainer.resume_or_load(resume=False)
+    trainer.train()
+    losses = [value for value, _ in trainer.storage.history("total_loss").values()]
+    assert len(losses) == 60
+    first, last = sum(losses[:10]) / 10, sum(losses[-10:]) / 10
+    assert last < 0.8 * first, f"loss did not fall: first 10 {first:.3f}, last 10 {last:.3f}"
+
+    results = trainer._last_eval_results["sem_seg"]  # evaluated after the last iteration
+    classes = ["Sky", "Building", "Pole", "Road", "Pavement", "Tree", "SignSymbol", "Fence", "Car",
+               "Pedestrian", "Bicyclist"]
+    for name in classes:
+        assert math.isfinite(results[f"IoU-{name}"]), name
+    assert 0 < results["mIoU"] <= 100
+    assert (tmp_path / "model_final.pth").is_file()
+
+
+def run_train_net(args, log_path):
+    env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1")
+    return subprocess.Popen([sys.executable, str(REPO_ROOT / "train_net.py")] + args,
+                            stdout=open(log_path, "w"), stderr=subprocess.STDOUT, env=env,
+                            cwd=REPO_ROOT, start_new_session=True)
+
+
+def test_killed_training_resumes_from_last_checkpoint(tmp_path):
+    period, max_iter = 10, 40
+    args = ["--config-file", str(REPO_ROOT / "configs/quickstart/maskformer_tiny_shapes.yaml"),
+            "OUTPUT_DIR", str(tmp_path), "SOLVER.MAX_ITER", str(max_iter),
+            "SOLVER.CHECKPOINT_PERIOD", str(period), "SOLVER.IMS_PER_BATCH", "2",
+            "DATALOADER.NUM_WORKERS", "0", "DATASETS.TEST", "()"]
+    first = run_train_net(args, tmp_path / "first.log")
+    checkpoint = tmp_path / f"model_{2 * period - 1:07d}.pth"
+    deadline = time.time() + 240
+    while not checkpoint.exists() and first.poll() is None and time.time() < deadline:
+        time.sleep(0.2)
+    assert checkpoint.exists(), (tmp_path / "first.log").read_text()[-3000:]
+    os.killpg(first.pid, signal.SIGKILL)  # as a preempted job dies: no cleanup
+    first.wait()
+    assert not (tmp_path / "model_final.pth").exists()
+    last = (tmp_path / "last_checkpoint").read_text().strip()
+    resume_iter = int(last.split("_")[1].split(".")[0]) + 1
+    assert resume_iter >= 2 * period
+
+    second = run_train_net(["--resume"] + args, tmp_path / "second.log")
+    assert second.wait(timeout=300) == 0, (tmp_path / "second.log").read_text()[-3000:]
+    log = (tmp_path / "second.log").read_text()
+    assert f"Starting training from iteration {resume_iter}" in log
+    assert (tmp_path / "model_final.pth").is_file()
+    final = torch.load(tmp_path / "model_final.pth", map_location="cpu", weights_only=False)
+    assert final["iteration"] == max_iter - 1

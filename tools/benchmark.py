@@ -1,0 +1,225 @@
+#!/usr/bin/env python
+"""Times MaskFormer training and inference; prints one JSON line per case.
+
+Cases:
+  train_synthetic   training steps on fixed synthetic batches: CROPxCROP images, 5-15 segments
+                    each (Voronoi cells of distinct random classes), as ADE20K crops look
+  train_loader      training steps fed by the config's real training data loader
+                    (--loader-dataset, default CamVid under --datasets-root)
+  infer_b1          inference at batch 1 on INFER_H x INFER_W images
+  infer_batched     inference at --infer-batch-size
+
+Each case runs in every --precision (fp32, bf16 autocast). Example, one GPU:
+
+    python tools/benchmark.py --config-file configs/ade20k/maskformer_R50.yaml \\
+        --datasets-root /path/with/camvid --precision fp32 bf16
+
+On a CPU (as CI does) pass small sizes: --crop 64 --infer-size 64 96 --batch-size 2 --iters 2.
+Trailing KEY VALUE pairs override the config (MODEL.WEIGHTS "" is always set: weights do not
+change speed).
+"""
+import argparse
+import contextlib
+import json
+import logging
+import os
+import sys
+import time
+from typing import Dict, List
+
+import torch
+
+# Appended, not prepended: PYTHONPATH can point at another copy of mask_former to compare.
+sys.path.append(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from detectron2.config import get_cfg  # noqa: E402
+from detectron2.modeling import build_model  # noqa: E402
+from detectron2.structures import Instances  # noqa: E402
+
+import mask_former  # noqa: E402
+from mask_former import add_mask_former_config  # noqa: E402
+from mask_former.solver import build_optimizer  # noqa: E402
+
+CASES = ("train_synthetic", "train_loader", "infer_b1", "infer_batched")
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config-file", default="configs/ade20k/maskformer_R50.yaml")
+    parser.add_argument("--cases", nargs="+", default=list(CASES), choices=CASES)
+    parser.add_argument("--precision", nargs="+", default=["fp32"], choices=["fp32", "bf16"])
+    parser.add_argument("--batch-size", type=int, default=8, help="training images per step")
+    parser.add_argument("--crop", type=int, default=512, help="synthetic training image size")
+    parser.add_argument("--infer-size", type=int, nargs=2, default=[512, 683], metavar=("H", "W"))
+    parser.add_argument("--infer-batch-size", type=int, default=16)
+    parser.add_argument("--iters", type=int, default=20, help="timed iterations per case")
+    parser.add_argument("--warmup", type=int, default=5, help="untimed iterations first")
+    parser.add_argument("--datasets-root", default=os.environ.get("DETECTRON2_DATASETS", "datasets"))
+    parser.add_argument("--loader-dataset", default="camvid_sem_seg_train")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--channels-last", action="store_true",
+                        help="convolutions in channels-last memory format")
+    parser.add_argument("--cudnn-benchmark", action="store_true",
+                        help="let cuDNN time its algorithms for each input shape")
+    parser.add_argument("--compile", action="store_true",
+                        help="torch.compile the backbone and head for the inference cases")
+    parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides KEY VALUE ...")
+    return parser.parse_args(argv)
+
+
+def setup_cfg(args):
+    cfg = get_cfg()
+    add_mask_former_config(cfg)
+    cfg.merge_from_file(args.config_file)
+    cfg.merge_from_list(args.opts)
+    cfg.MODEL.WEIGHTS = ""
+    cfg.MODEL.DEVICE = args.device
+    cfg.SOLVER.IMS_PER_BATCH = args.batch_size
+    cfg.freeze()
+    return cfg
+
+
+def synthetic_batch(batch_size: int, height: int, width: int, num_classes: int, seed: int,
+                    with_targets: bool = True) -> List[Dict]:
+    """Random images with 5-15 segments each: Voronoi cells of distinct random classes."""
+    generator = torch.Generator().manual_seed(seed)
+    ys, xs = torch.meshgrid(torch.arange(height), torch.arange(width), indexing="ij")
+    batch = []
+    for _ in range(batch_size):
+        image = torch.randint(0, 256, (3, height, width), dtype=torch.uint8, generator=generator)
+        item = {"image": image, "height": height, "width": width}
+        if with_targets:
+            num_segments = min(int(torch.randint(5, 16, (1,), generator=generator)), num_classes)
+            centers = torch.rand(num_segments, 2, generator=generator) * torch.tensor([height, width])
+            distance = (ys - centers[:, 0, None, None]) ** 2 + (xs - centers[:, 1, None, None]) ** 2
+            cell = distance.argmin(0)
+            instances = Instances((height, width))
+            instances.gt_classes = torch.randperm(num_classes, generator=generator)[:num_segments]
+            instances.gt_masks = cell[None] == torch.arange(num_segments)[:, None, None]
+            item["instances"] = instances
+        batch.append(item)
+    return batch
+
+
+def synchronize(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def reset_peak_memory(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.reset_peak_memory_stats()
+
+
+def peak_memory_gib(device: str):
+    if device.startswith("cuda"):
+        return round(torch.cuda.max_memory_allocated() / 2**30, 2)
+    return None
+
+
+def autocast(device: str, precision: str):
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.split(":")[0], dtype=torch.bfloat16)
+
+
+def time_training(model, optimizer, batches, args, precision: str) -> Dict:
+    """Full steps (forward, backward, optimizer) over `batches`, cycled."""
+    model.train()
+    batches = iter(batches) if not isinstance(batches, list) else batches
+    for i in range(args.warmup + args.iters):
+        if i == args.warmup:
+            synchronize(args.device)
+            reset_peak_memory(args.device)
+            start = time.perf_counter()
+        batch = batches[i % len(batches)] if isinstance(batches, list) else next(batches)
+        with autocast(args.device, precision):
+            losses = model(batch)
+        loss = sum(losses.values())
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+    synchronize(args.device)
+    elapsed = time.perf_counter() - start
+    return {"img_per_s": round(args.iters * args.batch_size / elapsed, 2),
+            "peak_mem_gib": peak_memory_gib(args.device), "final_loss": round(loss.item(), 4)}
+
+
+@torch.inference_mode()
+def time_inference(model, batch, args, precision: str) -> Dict:
+    model.eval()
+    for i in range(args.warmup + args.iters):
+        if i == args.warmup:
+            synchronize(args.device)
+            reset_peak_memory(args.device)
+            start = time.perf_counter()
+        with autocast(args.device, precision):
+            outputs = model(batch)
+    synchronize(args.device)
+    elapsed = time.perf_counter() - start
+    assert outputs[0]["sem_seg"].shape[-2:] == tuple(args.infer_size)
+    return {"img_per_s": round(args.iters * len(batch) / elapsed, 2),
+            "peak_mem_gib": peak_memory_gib(args.device)}
+
+
+def build_loader_cfg(cfg, args):
+    loader_cfg = cfg.clone()
+    loader_cfg.defrost()
+    loader_cfg.DATASETS.TRAIN = (args.loader_dataset,)
+    loader_cfg.freeze()
+    return loader_cfg
+
+
+def run_case(case: str, precision: str, cfg, args) -> Dict:
+    torch.manual_seed(0)
+    model = build_model(cfg)
+    if args.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    if args.compile and case.startswith("infer"):
+        model.backbone = torch.compile(model.backbone)
+        model.sem_seg_head = torch.compile(model.sem_seg_head)
+    num_classes = cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES
+    if case.startswith("train"):
+        optimizer = build_optimizer(cfg, model)
+        if case == "train_synthetic":
+            batches = [synthetic_batch(args.batch_size, args.crop, args.crop, num_classes, seed)
+                       for seed in range(4)]
+        else:
+            os.environ["DETECTRON2_DATASETS"] = args.datasets_root
+            from mask_former.data import build_train_loader
+
+            batches = build_train_loader(build_loader_cfg(cfg, args))
+        result = time_training(model, optimizer, batches, args, precision)
+        result["batch_size"] = args.batch_size
+    else:
+        batch_size = 1 if case == "infer_b1" else args.infer_batch_size
+        height, width = args.infer_size
+        batch = synthetic_batch(batch_size, height, width, num_classes, seed=0, with_targets=False)
+        result = time_inference(model, batch, args, precision)
+        result["batch_size"] = batch_size
+    return result
+
+
+def main(argv=None) -> List[Dict]:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+    cfg = setup_cfg(args)
+    torch.backends.cudnn.benchmark = args.cudnn_benchmark
+    device_name = (torch.cuda.get_device_name(0) if args.device.startswith("cuda")
+                   else f"cpu x{torch.get_num_threads()}")
+    results = []
+    for case in args.cases:
+        for precision in args.precision:
+            result = {"case": case, "precision": precision, "config": args.config_file,
+                      "device": device_name, "torch": torch.__version__,
+                      "code": os.path.dirname(os.path.dirname(mask_former.__file__)),
+                      "options": [o for o in ("channels_last", "cudnn_benchmark", "compile")
+                                  if getattr(args, o)]}
+            result.update(run_case(case, precision, cfg, args))
+            print(json.dumps(result), flush=True)
+            results.append(result)
+    return results
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,179 @@
+#!/usr/bin/env python
+"""MaskFormer training and evaluation script, on detectron2's DefaultTrainer.
+
+    python train_net.py --config-file configs/ade20k/maskformer_R50.yaml --num-gpus 8
+    python train_net.py --config-file CONFIG --eval-only MODEL.WEIGHTS model_final.pth
+    python train_net.py --config-file CONFIG --resume        # continue from OUTPUT_DIR/last_checkpoint
+
+Options after the flags are config overrides (KEY VALUE pairs). Multi-machine: --num-machines,
+--machine-rank and --dist-url, as every detectron2 tool.
+"""
+import logging
+import os
+from collections import OrderedDict
+
+import numpy as np
+import torch
+from detectron2.checkpoint import DetectionCheckpointer
+from detectron2.config import get_cfg
+from detectron2.data import MetadataCatalog
+from detectron2.engine import DefaultTrainer, default_argument_parser, default_setup, launch
+from detectron2.evaluation import DatasetEvaluators, SemSegEvaluator, verify_results
+from detectron2.projects.deeplab import build_lr_scheduler
+from detectron2.utils.file_io import PathManager
+from detectron2.utils.logger import setup_logger
+from PIL import Image
+
+from mask_former import add_mask_former_config
+from mask_former.data import build_train_loader
+from mask_former.evaluation import PanopticQualityEvaluator
+from mask_former.solver import build_optimizer
+from mask_former.test_time_augmentation import SemanticSegmentorWithTTA
+from mask_former.weights import check_weights
+
+# evaluator_type -> (semantic metrics, panoptic quality)
+EVALUATORS = {
+    "sem_seg": (True, False),
+    "cityscapes_sem_seg": (True, False),
+    "ade20k_panoptic_seg": (True, True),
+    "coco_panoptic_seg": (False, True),
+    "synthetic_panoptic_seg": (True, True),
+}
+
+
+def load_label_map(path: str, dtype=int) -> np.ndarray:
+    """Reads a label map for SemSegEvaluator.
+
+    detectron2's default loader asks numpy for `copy=False` while converting the dtype, which
+    numpy 2 refuses; this one works on numpy 1 and 2.
+    """
+    with PathManager.open(path, "rb") as f:
+        return np.asarray(Image.open(f), dtype=dtype)
+
+
+AMP_PRECISIONS = {"float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+class Trainer(DefaultTrainer):
+    """DefaultTrainer with MaskFormer's mappers, evaluators, optimizer and poly schedule."""
+
+    def __init__(self, cfg):
+        if cfg.SOLVER.AMP.PRECISION not in AMP_PRECISIONS:
+            raise ValueError(f"SOLVER.AMP.PRECISION={cfg.SOLVER.AMP.PRECISION!r}; choose one of "
+                             f"{sorted(AMP_PRECISIONS)}")
+        super().__init__(cfg)
+        if cfg.SOLVER.AMP.ENABLED and cfg.SOLVER.AMP.PRECISION == "bfloat16":
+            self._trainer.precision = torch.bfloat16
+            self._trainer.grad_scaler = torch.amp.GradScaler("cuda", enabled=False)
+
+    @classmethod
+    def build_evaluator(cls, cfg, dataset_name, output_folder=None):
+        if output_folder is None:
+            output_folder = os.path.join(cfg.OUTPUT_DIR, "inference")
+        evaluator_type = MetadataCatalog.get(dataset_name).evaluator_type
+        if evaluator_type not in EVALUATORS:
+            raise NotImplementedError(
+                f"No evaluator for dataset {dataset_name!r} of evaluator_type {evaluator_type!r}; "
+                f"supported: {sorted(EVALUATORS)}"
+            )
+        semantic, panoptic = EVALUATORS[evaluator_type]
+        evaluators = []
+        if semantic:
+            evaluators.append(SemSegEvaluator(dataset_name, distributed=True,
+                                              output_dir=output_folder,
+                                              sem_seg_loading_fn=load_label_map))
+        if panoptic:
+            evaluators.append(PanopticQualityEvaluator(dataset_name, output_dir=output_folder))
+        return evaluators[0] if len(evaluators) == 1 else DatasetEvaluators(evaluators)
+
+    @classmethod
+    def build_train_loader(cls, cfg):
+        return build_train_loader(cfg)
+
+    @classmethod
+    def build_lr_scheduler(cls, cfg, optimizer):
+        return build_lr_scheduler(cfg, optimizer)
+
+    @classmethod
+    def build_optimizer(cls, cfg, model):
+        return build_optimizer(cfg, model)
+
+    @classmethod
+    def test_with_TTA(cls, cfg, model):
+        logging.getLogger("mask_former").info("Running inference with test-time augmentation ...")
+        model = SemanticSegmentorWithTTA(cfg, model)
+        evaluators = [
+            cls.build_evaluator(cfg, name, output_folder=os.path.join(cfg.OUTPUT_DIR, "inference_TTA"))
+            for name in cfg.DATASETS.TEST
+        ]
+        results = cls.test(cfg, model, evaluators)
+        return OrderedDict((k + "_TTA", v) for k, v in results.items())
+
+
+def setup(args):
+    cfg = get_cfg()
+    add_mask_former_config(cfg)
+    cfg.merge_from_file(args.config_file)
+    cfg.merge_from_list(args.opts)
+    if not torch.cuda.is_available() and cfg.MODEL.DEVICE.startswith("cuda"):
+        logging.getLogger("mask_former").warning("CUDA is not available: running on the CPU.")
+        cfg.MODEL.DEVICE = "cpu"
+    cfg.freeze()
+    default_setup(cfg, args)
+    setup_logger(output=cfg.OUTPUT_DIR, distributed_rank=args.machine_rank, name="mask_former")
+    return cfg
+
+
+def log_final_metrics(results, dataset_names):
+    """One line per test dataset with the headline numbers (mIoU, PQ)."""
+    if not results:
+        return
+    # DefaultTrainer.test returns the metrics themselves when there is one test dataset.
+    per_dataset = {dataset_names[0]: results} if len(dataset_names) == 1 else results
+    logger = logging.getLogger("mask_former")
+    for dataset, metrics in per_dataset.items():
+        parts = []
+        if "sem_seg" in metrics:
+            parts.append(f"mIoU {metrics['sem_seg']['mIoU']:.2f}")
+        if "panoptic_seg" in metrics:
+            parts.append(f"PQ {metrics['panoptic_seg']['PQ']:.2f}")
+        if parts:
+            logger.info(f"Final results on {dataset}: " + ", ".join(parts))
+
+
+def main(args):
+    cfg = setup(args)
+    if args.eval_only:
+        check_weights(cfg.MODEL.WEIGHTS)
+        model = Trainer.build_model(cfg)
+        DetectionCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(
+            cfg.MODEL.WEIGHTS, resume=args.resume
+        )
+        results = Trainer.test(cfg, model)
+        if cfg.TEST.AUG.ENABLED:
+            results.update(Trainer.test_with_TTA(cfg, model))
+        if results:
+            verify_results(cfg, results)
+        log_final_metrics(results, cfg.DATASETS.TEST)
+        return results
+
+    if not args.resume:
+        check_weights(cfg.MODEL.WEIGHTS)
+    trainer = Trainer(cfg)
+    trainer.resume_or_load(resume=args.resume)
+    trainer.train()
+    results = getattr(trainer, "_last_eval_results", None)
+    log_final_metrics(results, cfg.DATASETS.TEST)
+    return results
+
+
+if __name__ == "__main__":
+    args = default_argument_parser().parse_args()
+    launch(
+        main,
+        args.num_gpus,
+        num_machines=args.num_machines,
+        machine_rank=args.machine_rank,
+        dist_url=args.dist_url,
+        args=(args,),
+    )
