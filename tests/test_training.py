@@ -84,3 +84,16 @@ def test_killed_training_resumes_from_last_checkpoint(tmp_path):
     assert (tmp_path / "model_final.pth").is_file()
     final = torch.load(tmp_path / "model_final.pth", map_location="cpu", weights_only=False)
     assert final["iteration"] == max_iter - 1
+
+
+def test_quickstart_evaluation_reports_miou_and_pq(tmp_path):
+    """The quick start's evaluation (semantic and panoptic metrics on a panoptic dataset) runs."""
+    args = train_net.default_argument_parser().parse_args([
+        "--config-file", str(REPO_ROOT / "configs/quickstart/maskformer_tiny_shapes.yaml"),
+        "--eval-only", "MODEL.WEIGHTS", "", "OUTPUT_DIR", str(tmp_path), "DATALOADER.NUM_WORKERS", "0",
+    ])
+    results = train_net.main(args)  # randomly initialised: the numbers are low but well defined
+    assert 0 <= results["sem_seg"]["mIoU"] <= 100
+    assert set(results["sem_seg"]) >= {"IoU-sky", "IoU-ground", "IoU-circle", "IoU-square", "IoU-triangle"}
+    for key in ("PQ", "SQ", "RQ", "PQ_th", "PQ_st"):
+        assert 0 <= results["panoptic_seg"][key] <= 100, key

@@ -61,8 +61,15 @@ def parse_args(argv=None):
                         help="convolutions in channels-last memory format")
     parser.add_argument("--cudnn-benchmark", action="store_true",
                         help="let cuDNN time its algorithms for each input shape")
-    parser.add_argument("--compile", action="store_true",
-                        help="torch.compile the backbone and head for the inference cases")
+    parser.add_argument("--compile", nargs="?", const="default", default=None,
+                        choices=["default", "reduce-overhead", "max-autotune"],
+                        help="torch.compile the backbone and head for the inference cases, in "
+                             "this mode (reduce-overhead replays CUDA graphs)")
+    parser.add_argument("--tf32", action="store_true",
+                        help="allow TF32 in float32 matrix products (convolutions use it already)")
+    parser.add_argument("--profile", type=int, default=0, metavar="N",
+                        help="after timing, profile 3 more iterations and print the N costliest "
+                             "operators (by device time) to stderr")
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides KEY VALUE ...")
     return parser.parse_args(argv)
 
@@ -123,15 +130,29 @@ def autocast(device: str, precision: str):
     return torch.autocast(device_type=device.split(":")[0], dtype=torch.bfloat16)
 
 
+def print_profile(step, args, title: str) -> None:
+    """Runs `step()` 3 times under torch.profiler; prints the costliest operators to stderr."""
+    activities = [torch.profiler.ProfilerActivity.CPU]
+    sort_by = "self_cpu_time_total"
+    if args.device.startswith("cuda"):
+        activities.append(torch.profiler.ProfilerActivity.CUDA)
+        sort_by = "self_cuda_time_total"
+    with torch.profiler.profile(activities=activities) as profiler:
+        for _ in range(3):
+            step()
+        synchronize(args.device)
+    print(f"== profile: {title} (3 iterations)", file=sys.stderr)
+    print(profiler.key_averages().table(sort_by=sort_by, row_limit=args.profile), file=sys.stderr)
+
+
 def time_training(model, optimizer, batches, args, precision: str) -> Dict:
     """Full steps (forward, backward, optimizer) over `batches`, cycled."""
     model.train()
     batches = iter(batches) if not isinstance(batches, list) else batches
-    for i in range(args.warmup + args.iters):
-        if i == args.warmup:
-            synchronize(args.device)
-            reset_peak_memory(args.device)
-            start = time.perf_counter()
+    counter = iter(range(10**9))
+
+    def step():
+        i = next(counter)
         batch = batches[i % len(batches)] if isinstance(batches, list) else next(batches)
         with autocast(args.device, precision):
             losses = model(batch)
@@ -139,10 +160,21 @@ def time_training(model, optimizer, batches, args, precision: str) -> Dict:
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
+        return loss
+
+    for i in range(args.warmup + args.iters):
+        if i == args.warmup:
+            synchronize(args.device)
+            reset_peak_memory(args.device)
+            start = time.perf_counter()
+        loss = step()
     synchronize(args.device)
     elapsed = time.perf_counter() - start
-    return {"img_per_s": round(args.iters * args.batch_size / elapsed, 2),
-            "peak_mem_gib": peak_memory_gib(args.device), "final_loss": round(loss.item(), 4)}
+    result = {"img_per_s": round(args.iters * args.batch_size / elapsed, 2),
+              "peak_mem_gib": peak_memory_gib(args.device), "final_loss": round(loss.item(), 4)}
+    if args.profile:
+        print_profile(step, args, f"training, {precision}")
+    return result
 
 
 @torch.inference_mode()
@@ -158,8 +190,14 @@ def time_inference(model, batch, args, precision: str) -> Dict:
     synchronize(args.device)
     elapsed = time.perf_counter() - start
     assert outputs[0]["sem_seg"].shape[-2:] == tuple(args.infer_size)
-    return {"img_per_s": round(args.iters * len(batch) / elapsed, 2),
-            "peak_mem_gib": peak_memory_gib(args.device)}
+    result = {"img_per_s": round(args.iters * len(batch) / elapsed, 2),
+              "peak_mem_gib": peak_memory_gib(args.device)}
+    if args.profile:
+        def step():
+            with autocast(args.device, precision):
+                model(batch)
+        print_profile(step, args, f"inference at batch {len(batch)}, {precision}")
+    return result
 
 
 def build_loader_cfg(cfg, args):
@@ -176,8 +214,8 @@ def run_case(case: str, precision: str, cfg, args) -> Dict:
     if args.channels_last:
         model = model.to(memory_format=torch.channels_last)
     if args.compile and case.startswith("infer"):
-        model.backbone = torch.compile(model.backbone)
-        model.sem_seg_head = torch.compile(model.sem_seg_head)
+        model.backbone = torch.compile(model.backbone, mode=args.compile)
+        model.sem_seg_head = torch.compile(model.sem_seg_head, mode=args.compile)
     num_classes = cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES
     if case.startswith("train"):
         optimizer = build_optimizer(cfg, model)
@@ -205,6 +243,7 @@ def main(argv=None) -> List[Dict]:
     logging.basicConfig(level=logging.WARNING)
     cfg = setup_cfg(args)
     torch.backends.cudnn.benchmark = args.cudnn_benchmark
+    torch.backends.cuda.matmul.allow_tf32 = args.tf32
     device_name = (torch.cuda.get_device_name(0) if args.device.startswith("cuda")
                    else f"cpu x{torch.get_num_threads()}")
     results = []
@@ -213,8 +252,8 @@ def main(argv=None) -> List[Dict]:
             result = {"case": case, "precision": precision, "config": args.config_file,
                       "device": device_name, "torch": torch.__version__,
                       "code": os.path.dirname(os.path.dirname(mask_former.__file__)),
-                      "options": [o for o in ("channels_last", "cudnn_benchmark", "compile")
-                                  if getattr(args, o)]}
+                      "options": [o for o in ("channels_last", "cudnn_benchmark", "tf32") if getattr(args, o)]
+                                 + ([f"compile={args.compile}"] if args.compile else [])}
             result.update(run_case(case, precision, cfg, args))
             print(json.dumps(result), flush=True)
             results.append(result)

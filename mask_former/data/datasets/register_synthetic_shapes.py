@@ -12,7 +12,9 @@ from ..synthetic_shapes import CLASSES, COLORS, IS_THING, SPLITS, default_root, 
 def register_synthetic_shapes(root: str = None) -> None:
     """Registers the four names; `root` defaults to default_root(), resolved when loading."""
     thing_map = {i: i for i, thing in enumerate(IS_THING) if thing}
-    stuff_map = {i: i for i, thing in enumerate(IS_THING) if not thing}
+    # Every class, things included, as ADE20K panoptic: the semantic evaluator maps each predicted
+    # class back to a dataset id through it.
+    all_classes_map = {i: i for i in range(len(CLASSES))}
     for split in SPLITS:
         for panoptic in (False, True):
             name = f"synthetic_shapes_{'panoptic' if panoptic else 'sem_seg'}_{split}"
@@ -31,7 +33,7 @@ def register_synthetic_shapes(root: str = None) -> None:
                     thing_classes=list(CLASSES),
                     thing_colors=list(COLORS),
                     thing_dataset_id_to_contiguous_id=thing_map,
-                    stuff_dataset_id_to_contiguous_id=stuff_map,
+                    stuff_dataset_id_to_contiguous_id=all_classes_map,
                     label_divisor=1000,
                 )
             MetadataCatalog.get(name).set(**metadata)
