@@ -10,6 +10,7 @@ Options after the flags are config overrides (KEY VALUE pairs). Multi-machine: -
 """
 import logging
 import os
+import weakref
 from collections import OrderedDict
 
 import numpy as np
@@ -17,12 +18,15 @@ import torch
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.config import get_cfg
 from detectron2.data import MetadataCatalog
-from detectron2.engine import DefaultTrainer, default_argument_parser, default_setup, launch
+from detectron2.engine import (AMPTrainer, DefaultTrainer, SimpleTrainer, TrainerBase,
+                               default_argument_parser, default_setup, launch)
 from detectron2.evaluation import DatasetEvaluators, SemSegEvaluator, verify_results
 from detectron2.projects.deeplab import build_lr_scheduler
+from detectron2.utils import comm
 from detectron2.utils.file_io import PathManager
 from detectron2.utils.logger import setup_logger
 from PIL import Image
+from torch.nn.parallel import DistributedDataParallel
 
 from mask_former import add_mask_former_config
 from mask_former.data import build_train_loader
@@ -54,17 +58,53 @@ def load_label_map(path: str, dtype=int) -> np.ndarray:
 AMP_PRECISIONS = {"float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
+def create_ddp_model(model: torch.nn.Module) -> torch.nn.Module:
+    """DistributedDataParallel over all workers when there are several, on GPUs or CPUs (Gloo).
+
+    detectron2's own helper always passes device_ids, which DDP refuses for a CPU model.
+    """
+    if comm.get_world_size() == 1:
+        return model
+    on_gpu = next(model.parameters()).device.type == "cuda"
+    device_ids = [comm.get_local_rank()] if on_gpu else None
+    return DistributedDataParallel(model, device_ids=device_ids, broadcast_buffers=False)
+
+
+def build_train_loop(cfg, model, data_loader, optimizer):
+    """detectron2's SimpleTrainer, or AMPTrainer in SOLVER.AMP.PRECISION (bfloat16: no loss scaling).
+
+    Losses are written to the event storage from a worker thread, so the step itself never waits
+    for the GPU to read them.
+    """
+    if not cfg.SOLVER.AMP.ENABLED:
+        return SimpleTrainer(model, data_loader, optimizer, async_write_metrics=True)
+    if cfg.SOLVER.AMP.PRECISION not in AMP_PRECISIONS:
+        raise ValueError(f"SOLVER.AMP.PRECISION={cfg.SOLVER.AMP.PRECISION!r}; choose one of "
+                         f"{sorted(AMP_PRECISIONS)}")
+    precision = AMP_PRECISIONS[cfg.SOLVER.AMP.PRECISION]
+    scaler = torch.amp.GradScaler("cuda", enabled=precision == torch.float16)
+    return AMPTrainer(model, data_loader, optimizer, grad_scaler=scaler, precision=precision)
+
+
 class Trainer(DefaultTrainer):
     """DefaultTrainer with MaskFormer's mappers, evaluators, optimizer and poly schedule."""
 
     def __init__(self, cfg):
-        if cfg.SOLVER.AMP.PRECISION not in AMP_PRECISIONS:
-            raise ValueError(f"SOLVER.AMP.PRECISION={cfg.SOLVER.AMP.PRECISION!r}; choose one of "
-                             f"{sorted(AMP_PRECISIONS)}")
-        super().__init__(cfg)
-        if cfg.SOLVER.AMP.ENABLED and cfg.SOLVER.AMP.PRECISION == "bfloat16":
-            self._trainer.precision = torch.bfloat16
-            self._trainer.grad_scaler = torch.amp.GradScaler("cuda", enabled=False)
+        # DefaultTrainer.__init__ with two changes: DDP that also runs on CPU workers, and the
+        # training loop of build_train_loop.
+        TrainerBase.__init__(self)
+        cfg = DefaultTrainer.auto_scale_workers(cfg, comm.get_world_size())
+        model = self.build_model(cfg)
+        optimizer = self.build_optimizer(cfg, model)
+        data_loader = self.build_train_loader(cfg)
+        model = create_ddp_model(model)
+        self._trainer = build_train_loop(cfg, model, data_loader, optimizer)
+        self.scheduler = self.build_lr_scheduler(cfg, optimizer)
+        self.checkpointer = DetectionCheckpointer(model, cfg.OUTPUT_DIR, trainer=weakref.proxy(self))
+        self.start_iter = 0
+        self.max_iter = cfg.SOLVER.MAX_ITER
+        self.cfg = cfg
+        self.register_hooks(self.build_hooks())
 
     @classmethod
     def build_evaluator(cls, cfg, dataset_name, output_folder=None):
