@@ -11,6 +11,7 @@ from detectron2.structures import ImageList
 from torch import nn
 
 from .modeling.criterion import SetCriterion
+from .modeling.cuda_graph import CUDAGraphRunner
 from .modeling.matcher import HungarianMatcher
 
 
@@ -99,7 +100,13 @@ class MaskFormer(nn.Module):
         sem_seg_postprocess_before_inference: bool,
         pixel_mean: Tuple[float, ...],
         pixel_std: Tuple[float, ...],
+        cuda_graph: bool = False,
     ):
+        """
+        Args:
+            cuda_graph: in inference on a GPU, replay a CUDA graph of backbone + head recorded
+                once per input shape (see CUDAGraphRunner); for inputs of a few fixed sizes.
+        """
         super().__init__()
         self.backbone = backbone
         self.sem_seg_head = sem_seg_head
@@ -115,6 +122,7 @@ class MaskFormer(nn.Module):
         self.sem_seg_postprocess_before_inference = sem_seg_postprocess_before_inference
         self.register_buffer("pixel_mean", torch.tensor(pixel_mean).view(-1, 1, 1), False)
         self.register_buffer("pixel_std", torch.tensor(pixel_std).view(-1, 1, 1), False)
+        self.graphed_network = CUDAGraphRunner(self.network) if cuda_graph else None
 
     @classmethod
     def from_config(cls, cfg):
@@ -136,6 +144,7 @@ class MaskFormer(nn.Module):
             ),
             "pixel_mean": cfg.MODEL.PIXEL_MEAN,
             "pixel_std": cfg.MODEL.PIXEL_STD,
+            "cuda_graph": cfg.MODEL.MASK_FORMER.TEST.CUDA_GRAPH,
         }
 
     @property
@@ -148,9 +157,16 @@ class MaskFormer(nn.Module):
                   for x in batched_inputs]
         return ImageList.from_tensors(images, self.size_divisibility)
 
+    def network(self, images: torch.Tensor) -> dict:
+        """Backbone and head: (B, C, H, W) normalised images -> the head's outputs."""
+        return self.sem_seg_head(self.backbone(images))
+
     def forward(self, batched_inputs: List[dict]):
         images = self.preprocess_images(batched_inputs)
-        outputs = self.sem_seg_head(self.backbone(images.tensor))
+        if self.graphed_network is not None and not self.training and images.tensor.is_cuda:
+            outputs = self.graphed_network(images.tensor)
+        else:
+            outputs = self.network(images.tensor)
         if self.training:
             if "instances" not in batched_inputs[0]:
                 raise ValueError("MaskFormer training needs 'instances' (gt_classes, gt_masks) "
@@ -166,12 +182,11 @@ class MaskFormer(nn.Module):
         h_pad, w_pad = images.tensor.shape[-2:]
         targets = []
         for inst in instances:
-            inst = inst.to(self.device)
-            gt_masks = inst.gt_masks
-            gt_masks = getattr(gt_masks, "tensor", gt_masks)  # BitMasks or a plain tensor
+            gt_masks = getattr(inst.gt_masks, "tensor", inst.gt_masks)  # BitMasks or a tensor
+            gt_masks = gt_masks.to(self.device)
             padded = gt_masks.new_zeros((gt_masks.shape[0], h_pad, w_pad))
             padded[:, : gt_masks.shape[1], : gt_masks.shape[2]] = gt_masks
-            targets.append({"labels": inst.gt_classes, "masks": padded})
+            targets.append({"labels": inst.gt_classes.to(self.device), "masks": padded})
         return targets
 
     def inference(self, outputs: dict, batched_inputs: List[dict], images: ImageList) -> List[dict]:

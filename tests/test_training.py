@@ -65,17 +65,21 @@ def test_killed_training_resumes_from_last_checkpoint(tmp_path):
             "SOLVER.CHECKPOINT_PERIOD", str(period), "SOLVER.IMS_PER_BATCH", "2",
             "DATALOADER.NUM_WORKERS", "0", "DATASETS.TEST", "()"]
     first = run_train_net(args, tmp_path / "first.log")
-    checkpoint = tmp_path / f"model_{2 * period - 1:07d}.pth"
+    # Killed once the second checkpoint is complete: last_checkpoint is written after the file.
+    checkpoint_name = f"model_{2 * period - 1:07d}.pth"
+    last_checkpoint = tmp_path / "last_checkpoint"
     deadline = time.time() + 240
-    while not checkpoint.exists() and first.poll() is None and time.time() < deadline:
-        time.sleep(0.2)
-    assert checkpoint.exists(), (tmp_path / "first.log").read_text()[-3000:]
+
+    def second_checkpoint_saved():
+        return last_checkpoint.exists() and last_checkpoint.read_text().strip() == checkpoint_name
+
+    while not second_checkpoint_saved() and first.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    assert second_checkpoint_saved(), (tmp_path / "first.log").read_text()[-3000:]
     os.killpg(first.pid, signal.SIGKILL)  # as a preempted job dies: no cleanup
     first.wait()
     assert not (tmp_path / "model_final.pth").exists()
-    last = (tmp_path / "last_checkpoint").read_text().strip()
-    resume_iter = int(last.split("_")[1].split(".")[0]) + 1
-    assert resume_iter >= 2 * period
+    resume_iter = 2 * period  # the iteration after the last checkpoint
 
     second = run_train_net(["--resume"] + args, tmp_path / "second.log")
     assert second.wait(timeout=300) == 0, (tmp_path / "second.log").read_text()[-3000:]

@@ -65,11 +65,16 @@ def parse_args(argv=None):
                         choices=["default", "reduce-overhead", "max-autotune"],
                         help="torch.compile the backbone and head for the inference cases, in "
                              "this mode (reduce-overhead replays CUDA graphs)")
+    parser.add_argument("--cuda-graph", action="store_true",
+                        help="inference replays CUDA graphs (MODEL.MASK_FORMER.TEST.CUDA_GRAPH)")
     parser.add_argument("--tf32", action="store_true",
                         help="allow TF32 in float32 matrix products (convolutions use it already)")
     parser.add_argument("--profile", type=int, default=0, metavar="N",
                         help="after timing, profile 3 more iterations and print the N costliest "
                              "operators (by device time) to stderr")
+    parser.add_argument("--cprofile", type=int, default=0, metavar="N",
+                        help="after timing, run 5 more iterations under cProfile and print the N "
+                             "Python functions of most cumulative time to stderr (host-side cost)")
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides KEY VALUE ...")
     return parser.parse_args(argv)
 
@@ -81,6 +86,7 @@ def setup_cfg(args):
     cfg.merge_from_list(args.opts)
     cfg.MODEL.WEIGHTS = ""
     cfg.MODEL.DEVICE = args.device
+    cfg.MODEL.MASK_FORMER.TEST.CUDA_GRAPH = args.cuda_graph
     cfg.SOLVER.IMS_PER_BATCH = args.batch_size
     cfg.freeze()
     return cfg
@@ -130,6 +136,23 @@ def autocast(device: str, precision: str):
     return torch.autocast(device_type=device.split(":")[0], dtype=torch.bfloat16)
 
 
+def print_cprofile(step, args, title: str) -> None:
+    """Runs `step()` 5 times under cProfile; prints the functions of most cumulative time."""
+    import cProfile
+    import io
+    import pstats
+
+    profiler = cProfile.Profile()
+    profiler.enable()
+    for _ in range(5):
+        step()
+    synchronize(args.device)
+    profiler.disable()
+    text = io.StringIO()
+    pstats.Stats(profiler, stream=text).sort_stats("cumulative").print_stats(args.cprofile)
+    print(f"== cProfile: {title} (5 iterations)\n{text.getvalue()}", file=sys.stderr)
+
+
 def print_profile(step, args, title: str) -> None:
     """Runs `step()` 3 times under torch.profiler; prints the costliest operators to stderr."""
     activities = [torch.profiler.ProfilerActivity.CPU]
@@ -174,6 +197,8 @@ def time_training(model, optimizer, batches, args, precision: str) -> Dict:
               "peak_mem_gib": peak_memory_gib(args.device), "final_loss": round(loss.item(), 4)}
     if args.profile:
         print_profile(step, args, f"training, {precision}")
+    if args.cprofile:
+        print_cprofile(step, args, f"training, {precision}")
     return result
 
 
@@ -192,11 +217,14 @@ def time_inference(model, batch, args, precision: str) -> Dict:
     assert outputs[0]["sem_seg"].shape[-2:] == tuple(args.infer_size)
     result = {"img_per_s": round(args.iters * len(batch) / elapsed, 2),
               "peak_mem_gib": peak_memory_gib(args.device)}
-    if args.profile:
+    if args.profile or args.cprofile:
         def step():
             with autocast(args.device, precision):
                 model(batch)
-        print_profile(step, args, f"inference at batch {len(batch)}, {precision}")
+        if args.profile:
+            print_profile(step, args, f"inference at batch {len(batch)}, {precision}")
+        if args.cprofile:
+            print_cprofile(step, args, f"inference at batch {len(batch)}, {precision}")
     return result
 
 
@@ -252,7 +280,7 @@ def main(argv=None) -> List[Dict]:
             result = {"case": case, "precision": precision, "config": args.config_file,
                       "device": device_name, "torch": torch.__version__,
                       "code": os.path.dirname(os.path.dirname(mask_former.__file__)),
-                      "options": [o for o in ("channels_last", "cudnn_benchmark", "tf32") if getattr(args, o)]
+                      "options": [o for o in ("channels_last", "cudnn_benchmark", "tf32", "cuda_graph") if getattr(args, o)]
                                  + ([f"compile={args.compile}"] if args.compile else [])}
             result.update(run_case(case, precision, cfg, args))
             print(json.dumps(result), flush=True)

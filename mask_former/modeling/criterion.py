@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from detectron2.utils.comm import get_world_size
 from torch import nn
 
-from .losses import dice_loss, sigmoid_focal_loss
+from .losses import FusedMaskLosses
 
 
 def average_num_masks(targets: List[Dict[str, torch.Tensor]], device: torch.device) -> torch.Tensor:
@@ -15,7 +15,9 @@ def average_num_masks(targets: List[Dict[str, torch.Tensor]], device: torch.devi
 
     Stays a device tensor: reading it on the host would stall the GPU every step.
     """
-    num_masks = torch.as_tensor(float(sum(len(t["labels"]) for t in targets)), device=device)
+    # torch.full fills on the device; a tensor made from a number on the host would be copied,
+    # and a blocking copy waits for the GPU.
+    num_masks = torch.full((), float(sum(len(t["labels"]) for t in targets)), device=device)
     if dist.is_available() and dist.is_initialized():
         dist.all_reduce(num_masks)
     return torch.clamp(num_masks / get_world_size(), min=1)
@@ -42,7 +44,9 @@ class MatchedPairs(NamedTuple):
             ]))
         device = targets[0]["labels"].device
         host = torch.stack(rows)  # (layers, 3, N): every layer matches the same number of pairs
-        indices = host.pin_memory().to(device, non_blocking=True) if device.type == "cuda" else host
+        # Right after the matcher's transfer to the host, the GPU's queue is empty: a plain
+        # copy does not wait.
+        indices = host.to(device)
         labels = torch.cat([t["labels"] for t in targets])
         masks = torch.cat([t["masks"] for t in targets])
         return [MatchedPairs(batch, query, labels[target], masks[target])
@@ -69,6 +73,7 @@ class SetCriterion(nn.Module):
         if unknown:
             raise ValueError(f"SetCriterion: unknown losses {sorted(unknown)}")
         self.losses = list(losses)
+        self.mask_losses = FusedMaskLosses()
         empty_weight = torch.ones(num_classes + 1)
         empty_weight[-1] = eos_coef
         self.register_buffer("empty_weight", empty_weight)
@@ -84,18 +89,10 @@ class SetCriterion(nn.Module):
 
     def loss_masks(self, outputs, matched: MatchedPairs, num_masks) -> Dict[str, torch.Tensor]:
         """Focal and dice losses of the N matched masks, upsampled to the targets' (H, W)."""
-        # float32 losses also under autocast: sums over many pixels need the precision
-        pred_masks = outputs["pred_masks"][matched.batch, matched.query].float()  # (N, h, w)
         # Targets are already padded to one size per batch by the meta-architecture.
-        target_masks = matched.masks.to(pred_masks)  # (N, H, W)
-        pred_masks = F.interpolate(pred_masks[:, None], size=target_masks.shape[-2:],
-                                   mode="bilinear", align_corners=False)[:, 0]
-        pred_masks = pred_masks.flatten(1)
-        target_masks = target_masks.flatten(1)
-        return {
-            "loss_mask": sigmoid_focal_loss(pred_masks, target_masks, num_masks),
-            "loss_dice": dice_loss(pred_masks, target_masks, num_masks),
-        }
+        pred_masks = outputs["pred_masks"][matched.batch, matched.query]  # (N, h, w)
+        loss_mask, loss_dice = self.mask_losses(pred_masks, matched.masks, num_masks)
+        return {"loss_mask": loss_mask, "loss_dice": loss_dice}
 
     def _layer_losses(self, outputs, matched, num_masks) -> Dict[str, torch.Tensor]:
         losses = {}
