@@ -53,3 +53,18 @@ def test_training_step_on_gpu_runs_without_host_sync_errors():
     total.backward()
     assert torch.isfinite(total)
     assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
+
+
+def test_compiled_network_trains_like_eager():
+    torch.manual_seed(0)
+    cfg = tiny_config()
+    cfg.MODEL.DEVICE = "cuda"
+    eager = build_model(cfg).train()
+    cfg.MODEL.MASK_FORMER.COMPILE = True
+    compiled = build_model(cfg).train()
+    compiled.load_state_dict(eager.state_dict())
+    batch = tiny_batch()
+    eager_losses = eager(batch)
+    compiled_losses = compiled(batch)
+    for name, value in eager_losses.items():
+        assert relative_error(compiled_losses[name], value) < 1e-3, name

@@ -61,10 +61,8 @@ def parse_args(argv=None):
                         help="convolutions in channels-last memory format")
     parser.add_argument("--cudnn-benchmark", action="store_true",
                         help="let cuDNN time its algorithms for each input shape")
-    parser.add_argument("--compile", nargs="?", const="default", default=None,
-                        choices=["default", "reduce-overhead", "max-autotune"],
-                        help="torch.compile the backbone and head for the inference cases, in "
-                             "this mode (reduce-overhead replays CUDA graphs)")
+    parser.add_argument("--compile", action="store_true",
+                        help="torch.compile backbone + head (MODEL.MASK_FORMER.COMPILE)")
     parser.add_argument("--cuda-graph", action="store_true",
                         help="inference replays CUDA graphs (MODEL.MASK_FORMER.TEST.CUDA_GRAPH)")
     parser.add_argument("--tf32", action="store_true",
@@ -87,6 +85,7 @@ def setup_cfg(args):
     cfg.MODEL.WEIGHTS = ""
     cfg.MODEL.DEVICE = args.device
     cfg.MODEL.MASK_FORMER.TEST.CUDA_GRAPH = args.cuda_graph
+    cfg.MODEL.MASK_FORMER.COMPILE = args.compile
     cfg.SOLVER.IMS_PER_BATCH = args.batch_size
     cfg.freeze()
     return cfg
@@ -241,9 +240,6 @@ def run_case(case: str, precision: str, cfg, args) -> Dict:
     model = build_model(cfg)
     if args.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    if args.compile and case.startswith("infer"):
-        model.backbone = torch.compile(model.backbone, mode=args.compile)
-        model.sem_seg_head = torch.compile(model.sem_seg_head, mode=args.compile)
     num_classes = cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES
     if case.startswith("train"):
         optimizer = build_optimizer(cfg, model)
@@ -280,8 +276,8 @@ def main(argv=None) -> List[Dict]:
             result = {"case": case, "precision": precision, "config": args.config_file,
                       "device": device_name, "torch": torch.__version__,
                       "code": os.path.dirname(os.path.dirname(mask_former.__file__)),
-                      "options": [o for o in ("channels_last", "cudnn_benchmark", "tf32", "cuda_graph") if getattr(args, o)]
-                                 + ([f"compile={args.compile}"] if args.compile else [])}
+                      "options": [o for o in ("channels_last", "cudnn_benchmark", "tf32", "cuda_graph", "compile")
+                                  if getattr(args, o)]}
             result.update(run_case(case, precision, cfg, args))
             print(json.dumps(result), flush=True)
             results.append(result)
