@@ -21,6 +21,7 @@ from typing import Dict, List, Tuple
 import cv2
 import numpy as np
 
+
 logger = logging.getLogger(__name__)
 
 CLASSES = ["sky", "ground", "circle", "square", "triangle"]
@@ -31,12 +32,6 @@ THING_BASE_COLORS = {2: (200, 60, 50), 3: (60, 170, 70), 4: (70, 80, 200)}
 IMAGE_SIZE = 128
 SPLITS = {"train": (600, 1000), "val": (100, 2000)}  # split -> (number of images, seed)
 VERSION = 1
-
-
-def rgb_to_id(rgb: np.ndarray) -> np.ndarray:
-    """(H, W, 3) uint8 -> (H, W) int64 segment ids, the COCO panoptic encoding."""
-    rgb = rgb.astype(np.int64)
-    return rgb[..., 0] + 256 * rgb[..., 1] + 256 * 256 * rgb[..., 2]
 
 
 def id_to_rgb(ids: np.ndarray) -> np.ndarray:

@@ -38,6 +38,8 @@ from detectron2.evaluation import DatasetEvaluator
 from detectron2.utils import comm
 from detectron2.utils.file_io import PathManager
 
+from ..data.dataset_mappers.mask_former_semantic_dataset_mapper import rgb_to_id
+
 logger = logging.getLogger(__name__)
 
 VOID = 0
@@ -254,12 +256,6 @@ def panoptic_quality(images: Iterable[Tuple[np.ndarray, Sequence[Mapping], np.nd
         image_panoptic_stats(*image, categories=categories) for image in images
     )
     return stats.summarize(categories)
-
-
-def rgb_to_id(rgb: np.ndarray) -> np.ndarray:
-    """(H, W, 3) uint8 COCO panoptic PNG -> (H, W) int64 ids: R + 256 G + 256^2 B."""
-    rgb = rgb.astype(np.int64)
-    return rgb[..., 0] + 256 * rgb[..., 1] + 256 * 256 * rgb[..., 2]
 
 
 def categories_from_metadata(metadata) -> Dict[int, Dict]:
