@@ -207,10 +207,21 @@ def main(args):
     return results
 
 
+def launched_main(args):
+    """main() in a launched worker; closes the process group, whose threads otherwise abort the
+    worker at exit (seen with Gloo)."""
+    try:
+        return main(args)
+    finally:
+        if torch.distributed.is_initialized():
+            comm.synchronize()  # no worker closes its connections while another still uses them
+            torch.distributed.destroy_process_group()
+
+
 if __name__ == "__main__":
     args = default_argument_parser().parse_args()
     launch(
-        main,
+        launched_main,
         args.num_gpus,
         num_machines=args.num_machines,
         machine_rank=args.machine_rank,

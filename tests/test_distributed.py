@@ -31,6 +31,13 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def close_process_group():
+    """As train_net's launched_main does: an open Gloo group can abort the worker at exit."""
+    if torch.distributed.is_initialized():
+        comm.synchronize()
+        torch.distributed.destroy_process_group()
+
+
 def tiny_training_setup():
     torch.manual_seed(0)
     cfg = tiny_config()
@@ -53,6 +60,7 @@ def training_step(batch, output_path):
     optimizer.step()
     if comm.is_main_process():
         torch.save(model.state_dict(), output_path)
+    close_process_group()
 
 
 def test_two_cpu_workers_take_the_same_step_as_one_process(tmp_path):
@@ -75,6 +83,7 @@ def evaluate(args_list, output_path):
     results = train_net.main(train_net.default_argument_parser().parse_args(args_list))
     if comm.is_main_process():
         output_path.write_text(json.dumps(results))
+    close_process_group()
 
 
 def test_evaluation_on_two_cpu_workers_matches_one(tmp_path):
