@@ -1,5 +1,5 @@
 """The MaskFormer meta-architecture: backbone -> MaskFormerHead -> set criterion / inference."""
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -11,7 +11,7 @@ from detectron2.structures import ImageList
 from torch import nn
 
 from .modeling.criterion import SetCriterion
-from .modeling.cuda_graph import CUDAGraphRunner
+from .modeling.cuda_graph import CUDAGraphRunner, TrainingGraphs
 from .modeling.matcher import HungarianMatcher
 
 
@@ -100,13 +100,23 @@ class MaskFormer(nn.Module):
         sem_seg_postprocess_before_inference: bool,
         pixel_mean: Tuple[float, ...],
         pixel_std: Tuple[float, ...],
-        cuda_graph: bool = False,
+        cuda_graph: bool = True,
+        train_cuda_graph: bool = True,
+        cuda_graph_max_shapes: int = 2,
         compile_network: bool = False,
     ):
         """
         Args:
             cuda_graph: in inference on a GPU, replay a CUDA graph of backbone + head recorded
-                once per input shape (see CUDAGraphRunner); for inputs of a few fixed sizes.
+                once per input shape (CUDAGraphRunner). Same results, several times faster at
+                small batches.
+            train_cuda_graph: in training on a GPU, replay CUDA graphs of the forward and
+                backward passes of backbone + head (TrainingGraphs); matching, losses and the
+                optimizer stay eager. Same results, gradients accumulate into `.grad` as in eager
+                mode; batches must have a fixed size (the training mappers pad them to
+                INPUT.SIZE_DIVISIBILITY) to benefit.
+            cuda_graph_max_shapes: graphs are recorded for at most this many input shapes
+                (each, training and inference); other shapes run eagerly.
             compile_network: run backbone + head through torch.compile (training and inference):
                 far fewer kernel launches once compiled, after a first step that compiles for a
                 minute or two; results change within float32 rounding.
@@ -127,7 +137,10 @@ class MaskFormer(nn.Module):
         self.register_buffer("pixel_mean", torch.tensor(pixel_mean).view(-1, 1, 1), False)
         self.register_buffer("pixel_std", torch.tensor(pixel_std).view(-1, 1, 1), False)
         self.network_fn = torch.compile(self.network) if compile_network else self.network
-        self.graphed_network = CUDAGraphRunner(self.network_fn) if cuda_graph else None
+        self.graphed_network = (CUDAGraphRunner(self.network_fn, cuda_graph_max_shapes)
+                                if cuda_graph else None)
+        self.training_graphs = (TrainingGraphs(self.network_fn, self, cuda_graph_max_shapes)
+                                if train_cuda_graph else None)
 
     @classmethod
     def from_config(cls, cfg):
@@ -150,6 +163,8 @@ class MaskFormer(nn.Module):
             "pixel_mean": cfg.MODEL.PIXEL_MEAN,
             "pixel_std": cfg.MODEL.PIXEL_STD,
             "cuda_graph": cfg.MODEL.MASK_FORMER.TEST.CUDA_GRAPH,
+            "train_cuda_graph": cfg.MODEL.MASK_FORMER.TRAIN_CUDA_GRAPH,
+            "cuda_graph_max_shapes": cfg.MODEL.MASK_FORMER.CUDA_GRAPH_MAX_SHAPES,
             "compile_network": cfg.MODEL.MASK_FORMER.COMPILE,
         }
 
@@ -157,22 +172,42 @@ class MaskFormer(nn.Module):
     def device(self) -> torch.device:
         return self.pixel_mean.device
 
+    def to_device(self, tensors: List[torch.Tensor]) -> List[torch.Tensor]:
+        """Copies tensors to the model's device.
+
+        Tensors in pinned host memory (the training loader pins them in a background thread,
+        see `mask_former.data.PinnedBatches`) are copied without waiting for the GPU. A copy
+        from ordinary host memory waits until the GPU has finished all work queued before it:
+        the next batch's copy would hold the host until the current step's backward pass is done.
+        """
+        return [t.to(self.device, non_blocking=t.is_pinned()) for t in tensors]
+
     def preprocess_images(self, batched_inputs: List[dict]) -> ImageList:
         """Normalises and pads the batch: an ImageList of (B, C, H_pad, W_pad)."""
-        images = [(x["image"].to(self.device) - self.pixel_mean) / self.pixel_std
-                  for x in batched_inputs]
+        images = self.to_device([x["image"][None] for x in batched_inputs])
+        sizes = {tuple(image.shape[-2:]) for image in images}
+        if len(sizes) == 1 and all(s % max(self.size_divisibility, 1) == 0 for s in next(iter(sizes))):
+            # Already one padded size (the training mappers pad): normalise the batch at once.
+            batch = (torch.cat(images) - self.pixel_mean) / self.pixel_std
+            return ImageList(batch, [tuple(image.shape[-2:]) for image in images])
+        images = [(image[0] - self.pixel_mean) / self.pixel_std for image in images]
         return ImageList.from_tensors(images, self.size_divisibility)
 
     def network(self, images: torch.Tensor) -> dict:
         """Backbone and head: (B, C, H, W) normalised images -> the head's outputs."""
         return self.sem_seg_head(self.backbone(images))
 
+    def run_network(self, images: torch.Tensor) -> dict:
+        """`network`, replayed from CUDA graphs where they are on and the shape allows."""
+        runner = self.training_graphs if self.training else self.graphed_network
+        outputs = None
+        if runner is not None and images.is_cuda:
+            outputs = runner(images)
+        return self.network_fn(images) if outputs is None else outputs
+
     def forward(self, batched_inputs: List[dict]):
         images = self.preprocess_images(batched_inputs)
-        if self.graphed_network is not None and not self.training and images.tensor.is_cuda:
-            outputs = self.graphed_network(images.tensor)
-        else:
-            outputs = self.network_fn(images.tensor)
+        outputs = self.run_network(images.tensor)
         if self.training:
             if "instances" not in batched_inputs[0]:
                 raise ValueError("MaskFormer training needs 'instances' (gt_classes, gt_masks) "
@@ -186,13 +221,15 @@ class MaskFormer(nn.Module):
     def prepare_targets(self, instances, images: ImageList) -> List[Dict[str, torch.Tensor]]:
         """Pads each image's gt masks (M, h, w) to the batch's padded size (M, H_pad, W_pad)."""
         h_pad, w_pad = images.tensor.shape[-2:]
+        masks = [getattr(inst.gt_masks, "tensor", inst.gt_masks) for inst in instances]  # BitMasks or a tensor
+        labels = self.to_device([inst.gt_classes for inst in instances])
         targets = []
-        for inst in instances:
-            gt_masks = getattr(inst.gt_masks, "tensor", inst.gt_masks)  # BitMasks or a tensor
-            gt_masks = gt_masks.to(self.device)
-            padded = gt_masks.new_zeros((gt_masks.shape[0], h_pad, w_pad))
-            padded[:, : gt_masks.shape[1], : gt_masks.shape[2]] = gt_masks
-            targets.append({"labels": inst.gt_classes.to(self.device), "masks": padded})
+        for gt_masks, gt_classes in zip(self.to_device(masks), labels):
+            if gt_masks.shape[-2:] != (h_pad, w_pad):
+                padded = gt_masks.new_zeros((gt_masks.shape[0], h_pad, w_pad))
+                padded[:, : gt_masks.shape[1], : gt_masks.shape[2]] = gt_masks
+                gt_masks = padded
+            targets.append({"labels": gt_classes, "masks": gt_masks})
         return targets
 
     def inference(self, outputs: dict, batched_inputs: List[dict], images: ImageList) -> List[dict]:

@@ -38,6 +38,7 @@ from detectron2.structures import Instances  # noqa: E402
 
 import mask_former  # noqa: E402
 from mask_former import add_mask_former_config  # noqa: E402
+from mask_former.data import pin_batch  # noqa: E402
 from mask_former.solver import build_optimizer  # noqa: E402
 
 CASES = ("train_synthetic", "train_loader", "infer_b1", "infer_batched")
@@ -63,8 +64,9 @@ def parse_args(argv=None):
                         help="let cuDNN time its algorithms for each input shape")
     parser.add_argument("--compile", action="store_true",
                         help="torch.compile backbone + head (MODEL.MASK_FORMER.COMPILE)")
-    parser.add_argument("--cuda-graph", action="store_true",
-                        help="inference replays CUDA graphs (MODEL.MASK_FORMER.TEST.CUDA_GRAPH)")
+    parser.add_argument("--no-cuda-graph", action="store_true",
+                        help="run backbone + head eagerly in training and inference (turns off "
+                             "MODEL.MASK_FORMER.TRAIN_CUDA_GRAPH and MODEL.MASK_FORMER.TEST.CUDA_GRAPH)")
     parser.add_argument("--tf32", action="store_true",
                         help="allow TF32 in float32 matrix products (convolutions use it already)")
     parser.add_argument("--profile", type=int, default=0, metavar="N",
@@ -84,7 +86,9 @@ def setup_cfg(args):
     cfg.merge_from_list(args.opts)
     cfg.MODEL.WEIGHTS = ""
     cfg.MODEL.DEVICE = args.device
-    cfg.MODEL.MASK_FORMER.TEST.CUDA_GRAPH = args.cuda_graph
+    if args.no_cuda_graph:
+        cfg.MODEL.MASK_FORMER.TEST.CUDA_GRAPH = False
+        cfg.MODEL.MASK_FORMER.TRAIN_CUDA_GRAPH = False
     cfg.MODEL.MASK_FORMER.COMPILE = args.compile
     cfg.SOLVER.IMS_PER_BATCH = args.batch_size
     cfg.freeze()
@@ -246,6 +250,8 @@ def run_case(case: str, precision: str, cfg, args) -> Dict:
         if case == "train_synthetic":
             batches = [synthetic_batch(args.batch_size, args.crop, args.crop, num_classes, seed)
                        for seed in range(4)]
+            if args.device.startswith("cuda"):  # as the training loader delivers them
+                batches = [pin_batch(batch) for batch in batches]
         else:
             os.environ["DETECTRON2_DATASETS"] = args.datasets_root
             from mask_former.data import build_train_loader
@@ -276,7 +282,7 @@ def main(argv=None) -> List[Dict]:
             result = {"case": case, "precision": precision, "config": args.config_file,
                       "device": device_name, "torch": torch.__version__,
                       "code": os.path.dirname(os.path.dirname(mask_former.__file__)),
-                      "options": [o for o in ("channels_last", "cudnn_benchmark", "tf32", "cuda_graph", "compile")
+                      "options": [o for o in ("channels_last", "cudnn_benchmark", "tf32", "no_cuda_graph", "compile")
                                   if getattr(args, o)]}
             result.update(run_case(case, precision, cfg, args))
             print(json.dumps(result), flush=True)

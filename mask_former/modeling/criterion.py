@@ -23,34 +23,39 @@ def average_num_masks(targets: List[Dict[str, torch.Tensor]], device: torch.devi
     return torch.clamp(num_masks / get_world_size(), min=1)
 
 
-class MatchedPairs(NamedTuple):
-    """The N matched (query, target) pairs of one decoder layer, on the targets' device."""
+class LayerMatches(NamedTuple):
+    """The matched (query, target) pairs of L decoder layers, N pairs in every layer.
 
-    batch: torch.Tensor  # (N,) image index
-    query: torch.Tensor  # (N,) query index
-    labels: torch.Tensor  # (N,) target class
-    masks: torch.Tensor  # (N, H, W) target mask
+    Each layer's pairs are sorted by target, so where every layer matched every target (each image
+    has no more targets than queries, the usual case) all layers pair the same target masks in
+    the same order and the mask losses of all layers read one target tensor.
+    """
+
+    batch: torch.Tensor  # (L, N) image index, on the targets' device
+    query: torch.Tensor  # (L, N) query index
+    target: torch.Tensor  # (L, N) index into the batch's concatenated targets
+    all_targets_in_order: bool  # target[l] == arange(number of targets) for every layer l
 
     @staticmethod
-    def gather(layer_matches, targets) -> List["MatchedPairs"]:
-        """Per layer, the matched pairs; index tensors go to the device in one transfer."""
-        offsets = torch.tensor([0] + [len(t["labels"]) for t in targets]).cumsum(0)
+    def gather(layer_matches, targets) -> "LayerMatches":
+        """From the matcher's per-layer, per-image indices; one host-to-device transfer."""
+        sizes = [len(t["labels"]) for t in targets]
+        offsets = torch.tensor([0] + sizes).cumsum(0)
         rows = []  # per layer: image, query, index into the batch's concatenated targets
         for matches in layer_matches:
-            rows.append(torch.stack([
-                torch.cat([torch.full_like(src, b) for b, (src, _) in enumerate(matches)]),
-                torch.cat([src for src, _ in matches]),
-                torch.cat([tgt + offsets[b] for b, (_, tgt) in enumerate(matches)]),
-            ]))
-        device = targets[0]["labels"].device
-        host = torch.stack(rows)  # (layers, 3, N): every layer matches the same number of pairs
+            batch = torch.cat([torch.full_like(src, b) for b, (src, _) in enumerate(matches)])
+            query = torch.cat([src for src, _ in matches])
+            target = torch.cat([tgt + offsets[b] for b, (_, tgt) in enumerate(matches)])
+            order = torch.argsort(target, stable=True)
+            rows.append(torch.stack([batch[order], query[order], target[order]]))
+        host = torch.stack(rows)  # (L, 3, N): every layer matches min(Q, M) pairs per image
+        num_targets = sum(sizes)
+        in_order = host.shape[-1] == num_targets and bool(
+            (host[:, 2] == torch.arange(num_targets)).all())
         # Right after the matcher's transfer to the host, the GPU's queue is empty: a plain
         # copy does not wait.
-        indices = host.to(device)
-        labels = torch.cat([t["labels"] for t in targets])
-        masks = torch.cat([t["masks"] for t in targets])
-        return [MatchedPairs(batch, query, labels[target], masks[target])
-                for batch, query, target in indices]
+        batch, query, target = host.to(targets[0]["labels"].device).unbind(1)
+        return LayerMatches(batch, query, target, in_order)
 
 
 class SetCriterion(nn.Module):
@@ -60,6 +65,8 @@ class SetCriterion(nn.Module):
       `eos_coef`;
     - "masks": sigmoid focal and dice losses between matched masks, upsampled to target size.
     Returns unweighted losses; `weight_dict` holds the weights the meta-architecture applies.
+    All decoder layers are computed together: one cross-entropy and one (fused) mask-loss call
+    for the whole stack, so the cost in kernel launches does not grow with the number of layers.
     """
 
     def __init__(self, num_classes: int, matcher: nn.Module, weight_dict: Dict[str, float],
@@ -78,28 +85,39 @@ class SetCriterion(nn.Module):
         empty_weight[-1] = eos_coef
         self.register_buffer("empty_weight", empty_weight)
 
-    def loss_labels(self, outputs, matched: MatchedPairs, num_masks) -> Dict[str, torch.Tensor]:
-        """Cross-entropy over K+1 classes; unmatched queries target "no object"."""
-        logits = outputs["pred_logits"].float()  # (B, Q, K+1)
-        target_classes = torch.full(logits.shape[:2], self.num_classes, dtype=torch.int64,
+    def loss_labels(self, layers: List[dict], matches: LayerMatches,
+                    labels: torch.Tensor) -> Dict[str, torch.Tensor]:
+        """Cross-entropy over K+1 classes per layer, (L,); unmatched queries target "no object".
+
+        labels: (T,) classes of the batch's concatenated targets.
+        """
+        logits = torch.stack([layer["pred_logits"] for layer in layers]).float()  # (L, B, Q, K+1)
+        target_classes = torch.full(logits.shape[:3], self.num_classes, dtype=torch.int64,
                                     device=logits.device)
-        target_classes[matched.batch, matched.query] = matched.labels
-        loss_ce = F.cross_entropy(logits.transpose(1, 2), target_classes, self.empty_weight)
+        layer_index = torch.arange(len(layers), device=logits.device)[:, None]
+        target_classes[layer_index, matches.batch, matches.query] = labels[matches.target]
+        # F.cross_entropy's weighted mean, per layer: sum(w[t] * nll) / sum(w[t])
+        weighted_nll = F.cross_entropy(logits.flatten(0, 2), target_classes.flatten(),
+                                       self.empty_weight, reduction="none")
+        weights = self.empty_weight[target_classes]
+        num_layers = len(layers)
+        loss_ce = weighted_nll.view(num_layers, -1).sum(1) / weights.view(num_layers, -1).sum(1)
         return {"loss_ce": loss_ce}
 
-    def loss_masks(self, outputs, matched: MatchedPairs, num_masks) -> Dict[str, torch.Tensor]:
-        """Focal and dice losses of the N matched masks, upsampled to the targets' (H, W)."""
+    def loss_masks(self, layers: List[dict], matches: LayerMatches, target_masks: torch.Tensor,
+                   num_masks: torch.Tensor) -> Dict[str, torch.Tensor]:
+        """Focal and dice losses of the matched masks per layer, (L,) each, upsampled to the
+        targets' (H, W). target_masks: (T, H, W), the batch's concatenated targets."""
         # Targets are already padded to one size per batch by the meta-architecture.
-        pred_masks = outputs["pred_masks"][matched.batch, matched.query]  # (N, h, w)
-        loss_mask, loss_dice = self.mask_losses(pred_masks, matched.masks, num_masks)
+        pred_masks = torch.stack([layer["pred_masks"][batch, query] for layer, batch, query
+                                  in zip(layers, matches.batch, matches.query)])  # (L, N, h, w)
+        if matches.all_targets_in_order:
+            loss_mask, loss_dice = self.mask_losses(pred_masks, target_masks, num_masks)
+        else:
+            per_layer = [self.mask_losses(pred[None], target_masks[target], num_masks)
+                         for pred, target in zip(pred_masks, matches.target)]
+            loss_mask, loss_dice = (torch.cat(losses) for losses in zip(*per_layer))
         return {"loss_mask": loss_mask, "loss_dice": loss_dice}
-
-    def _layer_losses(self, outputs, matched, num_masks) -> Dict[str, torch.Tensor]:
-        losses = {}
-        for name in self.losses:
-            loss_fn = self.loss_labels if name == "labels" else self.loss_masks
-            losses.update(loss_fn(outputs, matched, num_masks))
-        return losses
 
     def forward(self, outputs: dict, targets: List[Dict[str, torch.Tensor]]) -> Dict[str, torch.Tensor]:
         """outputs: the head's dict; targets: per image "labels" (M,) and "masks" (M, H, W).
@@ -110,13 +128,18 @@ class SetCriterion(nn.Module):
         num_masks = average_num_masks(targets, outputs["pred_masks"].device)
         final = {k: v for k, v in outputs.items() if k != "aux_outputs"}
         layers = [final] + list(outputs.get("aux_outputs", []))
-        layer_matches = self.matcher.match_layers(layers, targets)
-        all_matched = MatchedPairs.gather(layer_matches, targets)
+        matches = LayerMatches.gather(self.matcher.match_layers(layers, targets), targets)
+        per_layer = {}
+        if "labels" in self.losses:
+            labels = torch.cat([t["labels"] for t in targets])
+            per_layer.update(self.loss_labels(layers, matches, labels))
+        if "masks" in self.losses:
+            target_masks = torch.cat([t["masks"] for t in targets])
+            per_layer.update(self.loss_masks(layers, matches, target_masks, num_masks))
         losses = {}
-        for i, (layer, matched) in enumerate(zip(layers, all_matched)):
-            suffix = "" if i == 0 else f"_{i - 1}"
-            layer_losses = self._layer_losses(layer, matched, num_masks)
-            losses.update({k + suffix: v for k, v in layer_losses.items()})
+        for name, values in per_layer.items():
+            for i, value in enumerate(values.unbind()):
+                losses[name if i == 0 else f"{name}_{i - 1}"] = value
         return losses
 
     def __repr__(self):

@@ -14,28 +14,30 @@ FOCAL_GAMMA = 2.0
 def dice_loss(inputs: torch.Tensor, targets: torch.Tensor, num_masks: float) -> torch.Tensor:
     """Dice loss summed over N matched pairs and divided by num_masks.
 
-    inputs: (N, P) mask logits; targets: (N, P) binary masks.
+    inputs: (..., N, P) mask logits; targets: (N, P) binary masks (broadcast over the leading
+    dims). Returns (...): a scalar for (N, P) inputs, one loss per layer for (L, N, P).
     """
     probs = inputs.sigmoid()
     numerator = 2 * (probs * targets).sum(-1)
     denominator = probs.sum(-1) + targets.sum(-1)
     loss = 1 - (numerator + 1) / (denominator + 1)
-    return loss.sum() / num_masks
+    return loss.sum(-1) / num_masks
 
 
 def sigmoid_focal_loss(inputs: torch.Tensor, targets: torch.Tensor, num_masks: float,
                        alpha: float = FOCAL_ALPHA, gamma: float = FOCAL_GAMMA) -> torch.Tensor:
     """Focal loss (RetinaNet) averaged over P pixels, summed over N pairs, divided by num_masks.
 
-    inputs: (N, P) mask logits; targets: (N, P) binary masks.
+    inputs: (..., N, P) mask logits; targets: (N, P) binary masks. Returns (...), as `dice_loss`.
     """
+    targets = targets.expand_as(inputs)  # a view: one set of targets for every layer
     probs = inputs.sigmoid()
     ce_loss = F.binary_cross_entropy_with_logits(inputs, targets, reduction="none")
     p_t = probs * targets + (1 - probs) * (1 - targets)
     loss = ce_loss * ((1 - p_t) ** gamma)
     if alpha >= 0:
         loss = (alpha * targets + (1 - alpha) * (1 - targets)) * loss
-    return loss.mean(1).sum() / num_masks
+    return loss.mean(-1).sum(-1) / num_masks
 
 
 def pairwise_dice_cost(inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -69,12 +71,16 @@ def upsampled_mask_losses(pred_masks: torch.Tensor, target_masks: torch.Tensor,
                           num_masks: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
     """Focal and dice losses of N matched masks, the predictions upsampled to the targets' size.
 
-    pred_masks: (N, h, w) mask logits; target_masks: (N, H, W) binary masks (any dtype).
-    Returns (focal loss, dice loss), each summed over the pairs and divided by num_masks.
+    pred_masks: (N, h, w) mask logits, or (L, N, h, w) for L decoder layers matched to the same
+    targets; target_masks: (N, H, W) binary masks (any dtype).
+    Returns (focal loss, dice loss), each summed over the pairs and divided by num_masks:
+    scalars, or (L,) for (L, N, h, w) predictions.
     """
+    leading = pred_masks.shape[:-2]
     # float32 losses also under autocast: sums over many pixels need the precision
-    pred_masks = F.interpolate(pred_masks.float()[:, None], size=target_masks.shape[-2:],
-                               mode="bilinear", align_corners=False)[:, 0].flatten(1)
+    pred_masks = F.interpolate(pred_masks.float().flatten(0, -3)[:, None], size=target_masks.shape[-2:],
+                               mode="bilinear", align_corners=False)
+    pred_masks = pred_masks.view(*leading, target_masks.shape[-2:].numel())
     target_masks = target_masks.flatten(1).float()
     return (sigmoid_focal_loss(pred_masks, target_masks, num_masks),
             dice_loss(pred_masks, target_masks, num_masks))
@@ -85,8 +91,9 @@ class FusedMaskLosses:
 
     Eager, the losses run ~40 full-resolution elementwise passes forward and backward per decoder
     layer; compiled, the upsampled logits are never written to memory and each direction is a
-    couple of kernels. Results agree with eager up to float32 rounding. Off the GPU, or where
-    compilation fails (no Triton, say), the eager function runs.
+    couple of kernels for all decoder layers at once. Results agree with eager up to float32
+    rounding. Off the GPU, or where compilation fails (no Triton, say), the eager function runs
+    one layer at a time, so that its full-resolution intermediates exist for one layer only.
     """
 
     def __init__(self, device_types=("cuda",)):
@@ -95,8 +102,9 @@ class FusedMaskLosses:
         self._failed = False
 
     def __call__(self, pred_masks, target_masks, num_masks):
+        """As `upsampled_mask_losses`."""
         if pred_masks.device.type not in self.device_types or self._failed:
-            return upsampled_mask_losses(pred_masks, target_masks, num_masks)
+            return self._eager(pred_masks, target_masks, num_masks)
         if self._compiled is None:
             # dynamic: the number of matched masks changes every step
             self._compiled = torch.compile(upsampled_mask_losses, dynamic=True)
@@ -106,4 +114,11 @@ class FusedMaskLosses:
             logger.warning(f"Compiling the mask losses failed ({type(error).__name__}: {error}); "
                            "computing them eagerly.")
             self._failed = True
+            return self._eager(pred_masks, target_masks, num_masks)
+
+    @staticmethod
+    def _eager(pred_masks, target_masks, num_masks):
+        if pred_masks.dim() == 3:
             return upsampled_mask_losses(pred_masks, target_masks, num_masks)
+        per_layer = [upsampled_mask_losses(p, target_masks, num_masks) for p in pred_masks]
+        return tuple(torch.stack(losses) for losses in zip(*per_layer))

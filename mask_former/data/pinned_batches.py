@@ -1,0 +1,72 @@
+"""Training batches in pinned host memory, pinned by a background thread ahead of use."""
+import queue
+import threading
+from typing import Iterable, List
+
+import torch
+
+
+def pin_batch(batch: List[dict]) -> List[dict]:
+    """Moves the tensors MaskFormer copies to the GPU (image, gt_classes, gt_masks) of each
+    dataset dict to pinned memory, in place; returns the batch."""
+    for item in batch:
+        if isinstance(item.get("image"), torch.Tensor):
+            item["image"] = item["image"].pin_memory()
+        instances = item.get("instances")
+        if instances is not None:
+            if instances.has("gt_classes"):
+                instances.gt_classes = instances.gt_classes.pin_memory()
+            if instances.has("gt_masks"):
+                masks = instances.gt_masks
+                if isinstance(masks, torch.Tensor):
+                    instances.gt_masks = masks.pin_memory()
+                else:  # BitMasks
+                    masks.tensor = masks.tensor.pin_memory()
+    return batch
+
+
+class _Failure:
+    def __init__(self, error: BaseException):
+        self.error = error
+
+
+_END = object()
+
+
+class PinnedBatches:
+    """Iterates `loader`'s batches (lists of dataset dicts) with their tensors pinned.
+
+    Copies from pinned memory to a GPU are queued like kernels, while copies from ordinary memory
+    wait for all GPU work queued before them; pinning costs a host copy, which the background
+    thread makes while the training step runs. Errors of the loader are raised where the batch
+    would have been. Other attributes are the loader's.
+    """
+
+    def __init__(self, loader: Iterable, prefetch: int = 2):
+        self.loader = loader
+        self.prefetch = prefetch
+
+    def __iter__(self):
+        batches: queue.Queue = queue.Queue(maxsize=self.prefetch)
+
+        def fill():
+            try:
+                for batch in self.loader:
+                    batches.put(pin_batch(batch))
+                batches.put(_END)
+            except BaseException as error:  # re-raised in the consumer
+                batches.put(_Failure(error))
+
+        threading.Thread(target=fill, name="pin_batches", daemon=True).start()
+        while True:
+            batch = batches.get()
+            if batch is _END:
+                return
+            if isinstance(batch, _Failure):
+                raise batch.error
+            yield batch
+
+    def __getattr__(self, name):
+        if name == "loader":  # not set yet (unpickling): no recursion
+            raise AttributeError(name)
+        return getattr(self.loader, name)

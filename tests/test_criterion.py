@@ -1,0 +1,78 @@
+"""SetCriterion computes all decoder layers at once; it must equal the per-layer official formulas,
+also where an image has more targets than queries (layers then match different targets) and
+where a batch has no target at all."""
+import pytest
+import torch
+import torch.nn.functional as F
+
+from mask_former.modeling.criterion import SetCriterion
+from mask_former.modeling.losses import upsampled_mask_losses
+from mask_former.modeling.matcher import HungarianMatcher
+
+NUM_CLASSES, NUM_QUERIES, NUM_LAYERS = 6, 8, 3
+
+
+def make_criterion() -> SetCriterion:
+    weights = {"loss_ce": 1.0, "loss_mask": 20.0, "loss_dice": 1.0}
+    return SetCriterion(NUM_CLASSES, HungarianMatcher(1.0, 20.0, 1.0), weights, eos_coef=0.1)
+
+
+def random_outputs(batch_size: int, generator: torch.Generator) -> dict:
+    def layer():
+        return {"pred_logits": torch.randn(batch_size, NUM_QUERIES, NUM_CLASSES + 1, generator=generator),
+                "pred_masks": torch.randn(batch_size, NUM_QUERIES, 8, 12, generator=generator)}
+    outputs = layer()
+    outputs["aux_outputs"] = [layer() for _ in range(NUM_LAYERS - 1)]
+    return outputs
+
+
+def random_targets(counts, generator: torch.Generator) -> list:
+    return [{"labels": torch.randint(0, NUM_CLASSES, (count,), generator=generator),
+             "masks": torch.rand(count, 32, 48, generator=generator) > 0.5} for count in counts]
+
+
+def per_layer_reference(criterion: SetCriterion, outputs: dict, targets: list) -> dict:
+    """The official criterion's loop: match, then cross-entropy and mask losses, layer by layer."""
+    num_masks = max(sum(len(t["labels"]) for t in targets), 1)
+    layers = [{k: v for k, v in outputs.items() if k != "aux_outputs"}] + outputs["aux_outputs"]
+    losses = {}
+    for i, layer in enumerate(layers):
+        suffix = "" if i == 0 else f"_{i - 1}"
+        indices = criterion.matcher(layer, targets)
+        target_classes = torch.full(layer["pred_logits"].shape[:2], NUM_CLASSES, dtype=torch.int64)
+        for b, (src, tgt) in enumerate(indices):
+            target_classes[b, src] = targets[b]["labels"][tgt]
+        losses["loss_ce" + suffix] = F.cross_entropy(layer["pred_logits"].transpose(1, 2),
+                                                     target_classes, criterion.empty_weight)
+        pred = torch.cat([layer["pred_masks"][b, src] for b, (src, _) in enumerate(indices)])
+        target = torch.cat([targets[b]["masks"][tgt] for b, (_, tgt) in enumerate(indices)])
+        focal, dice = upsampled_mask_losses(pred, target, torch.tensor(float(num_masks)))
+        losses["loss_mask" + suffix], losses["loss_dice" + suffix] = focal, dice
+    return losses
+
+
+@pytest.mark.parametrize("counts", [(3, 5), (10, 2), (0, 0), (4, 0)],
+                         ids=["usual", "more-targets-than-queries", "no-targets", "one-empty-image"])
+def test_all_layers_at_once_equal_the_per_layer_losses(counts):
+    generator = torch.Generator().manual_seed(sum(counts))
+    criterion = make_criterion()
+    outputs = random_outputs(len(counts), generator)
+    targets = random_targets(counts, generator)
+    losses = criterion(outputs, targets)
+    expected = per_layer_reference(criterion, outputs, targets)
+    assert losses.keys() == expected.keys()
+    for name, value in expected.items():
+        assert losses[name].shape == ()
+        torch.testing.assert_close(losses[name], value, rtol=1e-5, atol=1e-7, msg=name)
+
+
+def test_gradients_flow_to_every_layer():
+    generator = torch.Generator().manual_seed(0)
+    outputs = random_outputs(2, generator)
+    leaves = [outputs["pred_masks"], outputs["pred_logits"]] + [
+        t for aux in outputs["aux_outputs"] for t in aux.values()]
+    for leaf in leaves:
+        leaf.requires_grad_(True)
+    losses = make_criterion()(outputs, random_targets((3, 5), generator))
+    sum(losses.values()).backward()
+    assert all(leaf.grad is not None and leaf.grad.abs().sum() > 0 for leaf in leaves)
