@@ -46,8 +46,6 @@ def _uncached_autocast():
 class _PerShapeGraphs:
     """Graphs keyed by input shape, at most `max_shapes` of them; None means "run eagerly"."""
 
-    kind = "graph"
-
     def __init__(self, fn: Callable, max_shapes: int):
         if max_shapes < 1:
             raise ValueError(f"max_shapes must be at least 1, got {max_shapes}")
@@ -203,8 +201,6 @@ class TrainingGraphs(_PerShapeGraphs):
     random numbers at every replay. With several workers and SyncBatchNorm, whose all-gathers
     cannot be replayed safely, training runs eagerly.
     """
-
-    kind = "training graph"
 
     def __init__(self, fn: Callable[[torch.Tensor], object], module: nn.Module,
                  max_shapes: int = 2, warmup: int = 3):
