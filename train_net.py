@@ -22,7 +22,7 @@ from detectron2.data import MetadataCatalog
 from detectron2.engine import (AMPTrainer, DefaultTrainer, SimpleTrainer, TrainerBase,
                                default_argument_parser, default_setup, launch)
 from detectron2.evaluation import DatasetEvaluators, SemSegEvaluator, verify_results
-from detectron2.utils.events import CommonMetricPrinter, JSONWriter, TensorboardXWriter
+from detectron2.utils.events import CommonMetricPrinter, JSONWriter
 from detectron2.projects.deeplab import build_lr_scheduler
 from detectron2.utils import comm
 from detectron2.utils.file_io import PathManager
@@ -109,16 +109,14 @@ class Trainer(DefaultTrainer):
         self.register_hooks(self.build_hooks())
 
     def build_writers(self):
-        """detectron2's writers; TensorBoard's only where the tensorboard package is installed."""
-        writers = [CommonMetricPrinter(self.max_iter),
-                   JSONWriter(os.path.join(self.cfg.OUTPUT_DIR, "metrics.json"))]
+        """detectron2's writers, without TensorBoard's where the tensorboard package is missing."""
         if importlib.util.find_spec("tensorboard") is not None:
-            writers.append(TensorboardXWriter(self.cfg.OUTPUT_DIR))
-        else:
-            logging.getLogger("mask_former").warning(
-                "tensorboard is not installed: metrics go to the log and metrics.json only "
-                "(pip install tensorboard for TensorBoard event files).")
-        return writers
+            return super().build_writers()
+        logging.getLogger("mask_former").warning(
+            "tensorboard is not installed: metrics go to the log and metrics.json only "
+            "(pip install tensorboard for TensorBoard event files).")
+        return [CommonMetricPrinter(self.max_iter),
+                JSONWriter(os.path.join(self.cfg.OUTPUT_DIR, "metrics.json"))]
 
     @classmethod
     def build_evaluator(cls, cfg, dataset_name, output_folder=None):

@@ -68,7 +68,9 @@ class _PerShapeGraphs:
                     "Pad inputs to fixed sizes (INPUT.SIZE_DIVISIBILITY) to replay graphs.")
                 self._warned_full = True
             return None
-        graph = self.graphs[key] = record(x)
+        graph = record(x)
+        if graph is not None:  # None: recording failed, the caller runs eagerly
+            self.graphs[key] = graph
         return graph
 
     def __deepcopy__(self, memo):
@@ -85,7 +87,7 @@ class CUDAGraphRunner(_PerShapeGraphs):
     beyond `max_shapes`; the caller then runs `fn` itself.
     """
 
-    def __init__(self, fn: Callable[[torch.Tensor], object], max_shapes: int = 8):
+    def __init__(self, fn: Callable[[torch.Tensor], object], max_shapes: int = 2):
         super().__init__(fn, max_shapes)
         self.pool = None
 
@@ -156,6 +158,7 @@ class _RecordedStep:
         # The recorded autograd graph is done with; kept, its nodes would tie the parameters'
         # gradient accumulators to the recording stream.
         self.static_outputs = [o.detach() for o in self.static_outputs]
+
     def parameters_moved(self) -> bool:
         """Whether a parameter's memory changed since recording (moved, reloaded with assign)."""
         return tuple(p.data_ptr() for p in self.params) != self.param_pointers
