@@ -16,9 +16,22 @@ from .modeling.matcher import HungarianMatcher
 
 
 def semantic_inference(mask_cls: torch.Tensor, mask_pred: torch.Tensor) -> torch.Tensor:
-    """Marginalises over queries: (Q, K+1) logits, (Q, H, W) mask logits -> (K, H, W) scores."""
+    """Marginalises over queries: (..., Q, K+1) logits, (..., Q, H, W) mask logits -> (..., K, H, W)
+    scores; leading batch dimensions are optional."""
     mask_cls = F.softmax(mask_cls, dim=-1)[..., :-1]
-    return torch.einsum("qc,qhw->chw", mask_cls, mask_pred.sigmoid())
+    return torch.einsum("...qc,...qhw->...chw", mask_cls, mask_pred.sigmoid())
+
+
+def crop_and_resize(result: torch.Tensor, image_size: Tuple[int, int], height: int, width: int
+                    ) -> torch.Tensor:
+    """detectron2's sem_seg_postprocess: (C, H_pad, W_pad) -> (C, height, width), cropping the
+    padding off and resizing. Where no resize is needed the crop (a view) is returned: a bilinear
+    resize to the same size is an exact copy, which would cost a pass over (C, height, width).
+    """
+    result = result[:, : image_size[0], : image_size[1]]
+    if tuple(result.shape[-2:]) == (height, width):
+        return result
+    return sem_seg_postprocess(result, image_size, height, width)
 
 
 def panoptic_inference(mask_cls: torch.Tensor, mask_pred: torch.Tensor, thing_ids: Sequence[int],
@@ -173,14 +186,19 @@ class MaskFormer(nn.Module):
         return self.pixel_mean.device
 
     def to_device(self, tensors: List[torch.Tensor]) -> List[torch.Tensor]:
-        """Copies tensors to the model's device.
+        """Copies tensors to the model's device without making the host wait for the GPU.
 
-        Tensors in pinned host memory (the training loader pins them in a background thread,
-        see `mask_former.data.PinnedBatches`) are copied without waiting for the GPU. A copy
-        from ordinary host memory waits until the GPU has finished all work queued before it:
-        the next batch's copy would hold the host until the current step's backward pass is done.
+        A copy from ordinary (pageable) host memory waits until the GPU has finished all work
+        queued before it, so the next batch could not be prepared while this one runs. On a GPU,
+        tensors are therefore copied from pinned host memory, asynchronously: the training loader
+        pins them in a background thread (`mask_former.data.PinnedBatches`); anything else is
+        staged through PyTorch's pinned-memory cache here.
         """
-        return [t.to(self.device, non_blocking=t.is_pinned()) for t in tensors]
+        if self.device.type != "cuda":
+            return [t.to(self.device) for t in tensors]
+        return [t if t.device == self.device
+                else (t if t.is_pinned() else t.pin_memory()).to(self.device, non_blocking=True)
+                for t in tensors]
 
     def preprocess_images(self, batched_inputs: List[dict]) -> ImageList:
         """Normalises and pads the batch: an ImageList of (B, C, H_pad, W_pad)."""
@@ -237,18 +255,20 @@ class MaskFormer(nn.Module):
         # Upsample to the padded input size; each image is cropped to its own size afterwards.
         mask_pred_results = F.interpolate(outputs["pred_masks"], size=images.tensor.shape[-2:],
                                           mode="bilinear", align_corners=False)
+        output_sizes = [(x.get("height", size[0]), x.get("width", size[1]))
+                        for x, size in zip(batched_inputs, images.image_sizes)]
+        if not self.sem_seg_postprocess_before_inference:
+            # The official order (marginalise, then crop and resize), for the batch at once.
+            sem_segs = semantic_inference(mask_cls_results, mask_pred_results)
+            return [{"sem_seg": crop_and_resize(sem_seg, image_size, *output_size)}
+                    for sem_seg, image_size, output_size
+                    in zip(sem_segs, images.image_sizes, output_sizes)]
         processed = []
-        for mask_cls, mask_pred, input_per_image, image_size in zip(
-            mask_cls_results, mask_pred_results, batched_inputs, images.image_sizes
+        for mask_cls, mask_pred, image_size, output_size in zip(
+            mask_cls_results, mask_pred_results, images.image_sizes, output_sizes
         ):
-            height = input_per_image.get("height", image_size[0])
-            width = input_per_image.get("width", image_size[1])
-            if self.sem_seg_postprocess_before_inference:
-                mask_pred = sem_seg_postprocess(mask_pred, image_size, height, width)
-            sem_seg = semantic_inference(mask_cls, mask_pred)
-            if not self.sem_seg_postprocess_before_inference:
-                sem_seg = sem_seg_postprocess(sem_seg, image_size, height, width)
-            result = {"sem_seg": sem_seg}
+            mask_pred = crop_and_resize(mask_pred, image_size, *output_size)
+            result = {"sem_seg": semantic_inference(mask_cls, mask_pred)}
             if self.panoptic_on:
                 result["panoptic_seg"] = panoptic_inference(
                     mask_cls, mask_pred, self.thing_ids, self.object_mask_threshold,

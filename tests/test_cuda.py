@@ -79,6 +79,21 @@ def _train_step(model, optimizer, batch, autocast_dtype=None):
     return total.detach(), grads
 
 
+def assert_gradients_close(actual, expected, tolerance=2e-3):
+    """Gradients (or tensors updated from them) equal up to float32 noise. Bilinear upsampling's backward adds with atomics, so
+    two eager steps from the same parameters differ too: on an H100, by 2.4e-4 over the whole
+    gradient, and by O(1) relative on tensors whose gradient is near zero (norm 1e-7 to 1e-11);
+    graphed steps differed from eager ones no more than that. A wrong replay (stale inputs,
+    reused buffers) is off by O(1) over the whole gradient."""
+    assert len(actual) == len(expected)
+    actual, expected = [a.double() for a in actual], [b.double() for b in expected]
+    total = torch.cat([g.flatten() for g in expected]).norm()
+    assert relative_error(torch.cat([g.flatten() for g in actual]),
+                          torch.cat([g.flatten() for g in expected])) < tolerance
+    for a, b in zip(actual, expected):
+        assert (a - b).norm() <= tolerance / 2 * total
+
+
 @pytest.fixture
 def deterministic_cudnn():
     """Deterministic float32 convolutions: TF32 (PyTorch's default for cuDNN) rounds at ~1e-3,
@@ -96,13 +111,15 @@ def test_graphed_training_steps_match_eager(deterministic_cudnn):
         eager_loss, eager_grads = _train_step(eager, eager_opt, batch)
         graphed_loss, graphed_grads = _train_step(graphed, graphed_opt, batch)
         assert relative_error(graphed_loss, eager_loss) < 1e-5
-        assert len(graphed_grads) == len(eager_grads)
-        for a, b in zip(graphed_grads, eager_grads):
-            assert relative_error(a, b) < 1e-4
+        assert_gradients_close(graphed_grads, eager_grads)
+        # after the optimizer step (SGD: the noise stays a learning rate times as small)
+        assert_gradients_close(list(graphed.state_dict().values()), list(eager.state_dict().values()),
+                               tolerance=1e-5)
+        # Next step from the same parameters, or momentum compounds the noise step after step.
+        # The copy is in place, so the recorded graphs must see it.
+        graphed.load_state_dict(eager.state_dict())
     assert graphed.training_graphs.disabled is None
     assert len(graphed.training_graphs.graphs) == 1  # recorded once, replayed after
-    for (name, a), b in zip(graphed.state_dict().items(), eager.state_dict().values()):
-        assert relative_error(a.double(), b.double()) < 1e-4, name
 
 
 def test_graphed_training_updates_batchnorm_statistics_like_eager(deterministic_cudnn):
@@ -124,8 +141,7 @@ def test_graphed_training_accumulates_gradients_like_eager(deterministic_cudnn):
         for seed in range(3):  # no zero_grad in between: gradients add up
             sum(model(tiny_batch(sizes=((64, 64), (64, 64)), seed=seed)).values()).backward()
     assert graphed.training_graphs.graphs
-    for a, b in zip(graphed.parameters(), eager.parameters()):
-        assert relative_error(a.grad, b.grad) < 1e-4
+    assert_gradients_close([p.grad for p in graphed.parameters()], [p.grad for p in eager.parameters()])
 
 
 def test_graphed_training_in_bf16_matches_eager_bf16(deterministic_cudnn):
@@ -165,11 +181,15 @@ def test_pinned_copies_to_the_gpu_equal_plain_copies():
     cfg.MODEL.DEVICE = "cuda"
     model = build_model(cfg)
     tensors = [torch.randint(0, 255, (3, 40, 48), dtype=torch.uint8).pin_memory(),
-               (torch.rand(5, 40, 48) > 0.5).pin_memory(), torch.arange(3), torch.rand(2, 8, 8)]
+               (torch.rand(5, 40, 48) > 0.5).pin_memory(), torch.arange(3), torch.rand(2, 8, 8),
+               torch.rand(8, 6).t(), torch.rand(3, device="cuda")]
+    expected = [t.clone() for t in tensors]
     moved = model.to_device(tensors)
-    for tensor, on_gpu in zip(tensors, moved):
+    for tensor in tensors[2:5]:  # pageable sources, staged through pinned memory: free to change
+        tensor.zero_()
+    for before, on_gpu in zip(expected, moved):
         assert on_gpu.device.type == "cuda"
-        assert torch.equal(on_gpu.cpu(), tensor)
+        assert torch.equal(on_gpu.cpu(), before.cpu())
 
 
 def test_cuda_graph_inference_matches_eager():

@@ -160,3 +160,24 @@ def test_matcher_indices(model_and_cfg, reference):
     for (queries, tgts), (exp_queries, exp_tgts) in zip(matches[-1], expected):
         assert torch.equal(queries, exp_queries)
         assert torch.equal(tgts, exp_tgts)
+
+
+@pytest.mark.parametrize("output_size", [(20, 28), (40, 50)])
+def test_crop_and_resize_equals_detectron2_postprocessing(output_size):
+    from mask_former.mask_former_model import crop_and_resize
+
+    scores = torch.rand(3, 32, 32)
+    expected = sem_seg_postprocess(scores, (20, 28), *output_size)
+    ours = crop_and_resize(scores, (20, 28), *output_size)
+    assert torch.equal(ours, expected)  # the skipped same-size resize is an exact copy
+
+
+def test_semantic_inference_of_a_batch_equals_per_image():
+    from mask_former.mask_former_model import semantic_inference
+
+    torch.manual_seed(0)
+    mask_cls, mask_pred = torch.randn(2, 5, 4), torch.randn(2, 5, 6, 7)
+    batched = semantic_inference(mask_cls, mask_pred)
+    assert batched.shape == (2, 3, 6, 7)
+    for i in range(2):
+        torch.testing.assert_close(batched[i], semantic_inference(mask_cls[i], mask_pred[i]))

@@ -23,6 +23,7 @@ import contextlib
 import json
 import logging
 import os
+import re
 import sys
 import time
 from typing import Dict, List
@@ -42,6 +43,7 @@ from mask_former.data import pin_batch  # noqa: E402
 from mask_former.solver import build_optimizer  # noqa: E402
 
 CASES = ("train_synthetic", "train_loader", "infer_b1", "infer_batched")
+CONFIG_KEY = re.compile(r"^[A-Z][A-Z0-9_]*(\.[A-Z0-9_]+)+$")
 
 
 def parse_args(argv=None):
@@ -55,6 +57,9 @@ def parse_args(argv=None):
     parser.add_argument("--infer-batch-size", type=int, default=16)
     parser.add_argument("--iters", type=int, default=20, help="timed iterations per case")
     parser.add_argument("--warmup", type=int, default=5, help="untimed iterations first")
+    parser.add_argument("--loader-warmup", type=int, default=20,
+                        help="untimed iterations first in train_loader, which include the loader "
+                             "workers' start-up")
     parser.add_argument("--datasets-root", default=os.environ.get("DETECTRON2_DATASETS", "datasets"))
     parser.add_argument("--loader-dataset", default="camvid_sem_seg_train")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -76,7 +81,13 @@ def parse_args(argv=None):
                         help="after timing, run 5 more iterations under cProfile and print the N "
                              "Python functions of most cumulative time to stderr (host-side cost)")
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides KEY VALUE ...")
-    return parser.parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    # Config overrides start at the first config key (e.g. DATALOADER.NUM_WORKERS), so they may
+    # follow a many-valued flag such as --precision, which would otherwise swallow them.
+    first_key = next((i for i, arg in enumerate(argv) if CONFIG_KEY.match(arg)), len(argv))
+    args = parser.parse_args(argv[:first_key])
+    args.opts = args.opts + argv[first_key:]
+    return args
 
 
 def setup_cfg(args):
@@ -171,8 +182,8 @@ def print_profile(step, args, title: str) -> None:
     print(profiler.key_averages().table(sort_by=sort_by, row_limit=args.profile), file=sys.stderr)
 
 
-def time_training(model, optimizer, batches, args, precision: str) -> Dict:
-    """Full steps (forward, backward, optimizer) over `batches`, cycled."""
+def time_training(model, optimizer, batches, args, precision: str, warmup: int) -> Dict:
+    """Full steps (forward, backward, optimizer) over `batches`, cycled; `warmup` untimed first."""
     model.train()
     batches = iter(batches) if not isinstance(batches, list) else batches
     counter = iter(range(10**9))
@@ -188,8 +199,8 @@ def time_training(model, optimizer, batches, args, precision: str) -> Dict:
         optimizer.step()
         return loss
 
-    for i in range(args.warmup + args.iters):
-        if i == args.warmup:
+    for i in range(warmup + args.iters):
+        if i == warmup:
             synchronize(args.device)
             reset_peak_memory(args.device)
             start = time.perf_counter()
@@ -247,6 +258,7 @@ def run_case(case: str, precision: str, cfg, args) -> Dict:
     num_classes = cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES
     if case.startswith("train"):
         optimizer = build_optimizer(cfg, model)
+        warmup = args.warmup
         if case == "train_synthetic":
             batches = [synthetic_batch(args.batch_size, args.crop, args.crop, num_classes, seed)
                        for seed in range(4)]
@@ -257,7 +269,8 @@ def run_case(case: str, precision: str, cfg, args) -> Dict:
             from mask_former.data import build_train_loader
 
             batches = build_train_loader(build_loader_cfg(cfg, args))
-        result = time_training(model, optimizer, batches, args, precision)
+            warmup = args.loader_warmup
+        result = time_training(model, optimizer, batches, args, precision, warmup)
         result["batch_size"] = args.batch_size
     else:
         batch_size = 1 if case == "infer_b1" else args.infer_batch_size
