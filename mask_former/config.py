@@ -49,7 +49,12 @@ def add_mask_former_config(cfg: CN) -> None:
     cfg.MODEL.MASK_FORMER.PRE_NORM = False
     cfg.MODEL.MASK_FORMER.HIDDEN_DIM = 256
     cfg.MODEL.MASK_FORMER.NUM_OBJECT_QUERIES = 100
-    # A backbone feature name, or "transformer_encoder" for TransformerEncoderPixelDecoder's output.
+    # The transformer decoder (TRANSFORMER_DECODER_REGISTRY): MaskFormer's by default, as the
+    # official MaskFormer configs leave it unset; Mask2Former's configs name theirs.
+    cfg.MODEL.MASK_FORMER.TRANSFORMER_DECODER_NAME = "TransformerPredictor"
+    # What it reads: a backbone feature name, "transformer_encoder" (TransformerEncoderPixelDecoder's
+    # encoder output), "multi_scale_pixel_decoder" (the pixel decoder's multi-scale features) or
+    # "pixel_embedding" (the mask features).
     cfg.MODEL.MASK_FORMER.TRANSFORMER_IN_FEATURE = "res5"
     cfg.MODEL.MASK_FORMER.ENFORCE_INPUT_PROJ = False
     # torch.compile backbone + head: fewer kernel launches, a first step that compiles for a

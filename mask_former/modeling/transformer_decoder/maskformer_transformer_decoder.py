@@ -1,4 +1,6 @@
 """The transformer decoder of MaskFormer: N learned queries -> class logits and mask embeddings."""
+from typing import Optional
+
 import fvcore.nn.weight_init as weight_init
 import torch
 import torch.nn.functional as F
@@ -6,6 +8,7 @@ from detectron2.config import configurable
 from detectron2.layers import Conv2d
 from torch import nn
 
+from .build import TRANSFORMER_DECODER_REGISTRY
 from .position_encoding import PositionEmbeddingSine
 from .transformer import Transformer
 
@@ -28,6 +31,7 @@ class MLP(nn.Module):
         return x
 
 
+@TRANSFORMER_DECODER_REGISTRY.register()
 class TransformerPredictor(nn.Module):
     """Decodes queries against one feature map and predicts a class and a mask per query.
 
@@ -101,10 +105,12 @@ class TransformerPredictor(nn.Module):
             "enforce_input_project": mf.ENFORCE_INPUT_PROJ,
         }
 
-    def forward(self, x: torch.Tensor, mask_features: torch.Tensor) -> dict:
-        """x: (B, C_in, h, w) the feature the queries attend to; mask_features: (B, mask_dim, H, W)."""
-        pos = self.pe_layer(x)
-        hs, _ = self.transformer(self.input_proj(x), None, self.query_embed.weight, pos)
+    def forward(self, x: torch.Tensor, mask_features: torch.Tensor,
+                mask: Optional[torch.Tensor] = None) -> dict:
+        """x: (B, C_in, h, w) the feature the queries attend to; mask_features: (B, mask_dim, H, W);
+        mask: (B, h, w), True on padding that the queries must not attend to, or None."""
+        pos = self.pe_layer(x, mask)
+        hs, _ = self.transformer(self.input_proj(x), mask, self.query_embed.weight, pos)
         # hs: (L, B, Q, hidden_dim), L = number of decoder layers (1 without deep supervision)
         outputs_class = self.class_embed(hs) if self.mask_classification else None
         if not self.aux_loss:

@@ -1,8 +1,9 @@
-"""Pixel decoders: backbone features -> per-pixel embeddings at stride 4.
+"""MaskFormer's pixel decoders: an FPN (BasePixelDecoder), optionally with a transformer
+encoder on its coarsest feature (TransformerEncoderPixelDecoder).
 
-Every pixel decoder implements `forward_features(features) -> (mask_features, encoder_features)`:
-`mask_features` is (B, mask_dim, H/4, W/4); `encoder_features` is the transformer encoder's output
-(B, conv_dim, H/32, W/32) for `TransformerEncoderPixelDecoder`, else None.
+`forward_features(features)` returns (mask_features (B, mask_dim, H/4, W/4), the encoder's output
+(B, conv_dim, H/32, W/32) or None, and the FPN's three coarsest outputs, coarsest first, for a
+multi-scale transformer decoder); see `build.py`.
 """
 import logging
 from typing import Callable, Dict, Optional
@@ -12,60 +13,16 @@ import torch
 import torch.nn.functional as F
 from detectron2.config import configurable
 from detectron2.layers import Conv2d, ShapeSpec, get_norm
-from detectron2.modeling import SEM_SEG_HEADS_REGISTRY
-from detectron2.utils.registry import Registry
 from torch import nn
 
-from ..transformer.position_encoding import PositionEmbeddingSine
-from ..transformer.transformer import TransformerEncoderOnly
-
-PIXEL_DECODER_REGISTRY = Registry("PIXEL_DECODER")
-PIXEL_DECODER_REGISTRY.__doc__ = """
-Registry for pixel decoders: modules that take the backbone's features and return per-pixel
-embeddings through `forward_features`. Built by `build_pixel_decoder(cfg, input_shape)` from
-`cfg.MODEL.SEM_SEG_HEAD.PIXEL_DECODER_NAME`, called as `cls(cfg, input_shape)`.
-"""
+from ..transformer_decoder.position_encoding import PositionEmbeddingSine
+from ..transformer_decoder.transformer import TransformerEncoderOnly
+from .build import PIXEL_DECODER_REGISTRY, select_in_features
 
 logger = logging.getLogger(__name__)
 
-
-def build_pixel_decoder(cfg, input_shape: Dict[str, ShapeSpec]) -> nn.Module:
-    """Builds the pixel decoder named by `cfg.MODEL.SEM_SEG_HEAD.PIXEL_DECODER_NAME`.
-
-    The name is looked up in PIXEL_DECODER_REGISTRY first, then in detectron2's
-    SEM_SEG_HEADS_REGISTRY, where the official MaskFormer and downstream projects register theirs.
-    """
-    name = cfg.MODEL.SEM_SEG_HEAD.PIXEL_DECODER_NAME
-    if name in PIXEL_DECODER_REGISTRY:
-        decoder_cls = PIXEL_DECODER_REGISTRY.get(name)
-    elif name in SEM_SEG_HEADS_REGISTRY:
-        decoder_cls = SEM_SEG_HEADS_REGISTRY.get(name)
-    else:
-        known = sorted(n for n, _ in PIXEL_DECODER_REGISTRY)
-        raise KeyError(
-            f"MODEL.SEM_SEG_HEAD.PIXEL_DECODER_NAME={name!r} is not registered. Register it with "
-            f"@PIXEL_DECODER_REGISTRY.register() (mask_former.modeling) or "
-            f"@SEM_SEG_HEADS_REGISTRY.register(). Registered pixel decoders: {known}"
-        )
-    decoder = decoder_cls(cfg, input_shape)
-    if not callable(getattr(decoder, "forward_features", None)):
-        raise TypeError(
-            f"Pixel decoder {name!r} ({decoder_cls.__qualname__}) has no `forward_features` method; "
-            "MaskFormer needs forward_features(features) -> (mask_features, encoder_features)."
-        )
-    return decoder
-
-
-def _select_in_features(cfg, input_shape: Dict[str, ShapeSpec]) -> Dict[str, ShapeSpec]:
-    """The backbone features named in MODEL.SEM_SEG_HEAD.IN_FEATURES, checked to exist."""
-    wanted = cfg.MODEL.SEM_SEG_HEAD.IN_FEATURES
-    missing = [f for f in wanted if f not in input_shape]
-    if missing:
-        raise ValueError(
-            f"MODEL.SEM_SEG_HEAD.IN_FEATURES names {missing}, which the backbone does not produce; "
-            f"it produces {sorted(input_shape)}."
-        )
-    return {k: v for k, v in input_shape.items() if k in wanted}
+# Number of FPN levels, coarsest first, returned for multi-scale transformer decoders (Mask2Former).
+NUM_MULTI_SCALE_LEVELS = 3
 
 
 @PIXEL_DECODER_REGISTRY.register()
@@ -121,7 +78,7 @@ class BasePixelDecoder(nn.Module):
     @classmethod
     def from_config(cls, cfg, input_shape: Dict[str, ShapeSpec]):
         return {
-            "input_shape": _select_in_features(cfg, input_shape),
+            "input_shape": select_in_features(cfg, input_shape),
             "conv_dim": cfg.MODEL.SEM_SEG_HEAD.CONVS_DIM,
             "mask_dim": cfg.MODEL.SEM_SEG_HEAD.MASK_DIM,
             "norm": cfg.MODEL.SEM_SEG_HEAD.NORM,
@@ -132,8 +89,10 @@ class BasePixelDecoder(nn.Module):
         return output_conv(x), None
 
     def forward_features(self, features: Dict[str, torch.Tensor]):
-        """features: {name: (B, C_name, H/stride, W/stride)} -> ((B, mask_dim, H/4, W/4), extra)."""
+        """features: {name: (B, C_name, H/stride, W/stride)} -> (mask_features (B, mask_dim, H/4,
+        W/4), encoder features or None, [the FPN's outputs (B, conv_dim, ...), coarsest first])."""
         encoder_features = None
+        multi_scale_features = []
         y = None
         for name, lateral_conv, output_conv in zip(
             self.in_features[::-1], self.lateral_convs, self.output_convs
@@ -145,7 +104,9 @@ class BasePixelDecoder(nn.Module):
                 lateral = lateral_conv(x)
                 # nearest upsampling, as FPN
                 y = output_conv(lateral + F.interpolate(y, size=lateral.shape[-2:], mode="nearest"))
-        return self.mask_features(y), encoder_features
+            if len(multi_scale_features) < NUM_MULTI_SCALE_LEVELS:
+                multi_scale_features.append(y)
+        return self.mask_features(y), encoder_features, multi_scale_features
 
     def forward(self, features: Dict[str, torch.Tensor]):
         logger.warning("Call forward_features() of a pixel decoder; forward() is an alias of it.")

@@ -14,47 +14,37 @@ from detectron2.layers import Conv2d, ShapeSpec
 from detectron2.modeling import SEM_SEG_HEADS_REGISTRY
 from torch import nn
 
-from ..transformer.transformer_predictor import TransformerPredictor
+from ..transformer_decoder import TransformerPredictor
 from .mask_former_head import (
+    PixelDecoderHead,
     check_encoder_features,
-    move_pixel_decoder_weights,
-    run_predictor,
+    run_transformer_decoder,
     transformer_in_channels,
 )
-from .pixel_decoder import build_pixel_decoder
+
+# The pixel decoder's output stride: the logits are upsampled by this to the input size.
+COMMON_STRIDE = 4
 
 
 @SEM_SEG_HEADS_REGISTRY.register()
-class PerPixelBaselineHead(nn.Module):
+class PerPixelBaselineHead(PixelDecoderHead):
     """Per-pixel K-way classification: features -> logits (B, K, H/4, W/4), upsampled x4."""
 
     @configurable
-    def __init__(self, input_shape: Dict[str, ShapeSpec], *, num_classes: int,
-                 pixel_decoder: nn.Module, loss_weight: float = 1.0, ignore_value: int = -1):
-        super().__init__()
-        ordered = sorted(input_shape.items(), key=lambda kv: kv[1].stride)
-        self.in_features = [name for name, _ in ordered]
+    def __init__(self, *, num_classes: int, pixel_decoder: nn.Module, loss_weight: float = 1.0,
+                 ignore_value: int = -1):
+        super().__init__(num_classes=num_classes, pixel_decoder=pixel_decoder)
         self.ignore_value = ignore_value
-        self.common_stride = 4
         self.loss_weight = loss_weight
-        self.pixel_decoder = pixel_decoder
         self.predictor = Conv2d(pixel_decoder.mask_dim, num_classes, kernel_size=1)
         weight_init.c2_msra_fill(self.predictor)
 
     @classmethod
     def from_config(cls, cfg, input_shape: Dict[str, ShapeSpec]):
-        head = cfg.MODEL.SEM_SEG_HEAD
-        return {
-            "input_shape": {k: v for k, v in input_shape.items() if k in head.IN_FEATURES},
-            "ignore_value": head.IGNORE_VALUE,
-            "num_classes": head.NUM_CLASSES,
-            "pixel_decoder": build_pixel_decoder(cfg, input_shape),
-            "loss_weight": head.LOSS_WEIGHT,
-        }
-
-    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
-        move_pixel_decoder_weights(state_dict, prefix)
-        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        ret = super().from_config(cfg, input_shape)
+        ret["ignore_value"] = cfg.MODEL.SEM_SEG_HEAD.IGNORE_VALUE
+        ret["loss_weight"] = cfg.MODEL.SEM_SEG_HEAD.LOSS_WEIGHT
+        return ret
 
     def forward(self, features: Dict[str, torch.Tensor], targets: Optional[torch.Tensor] = None):
         """targets: (B, H, W) class ids. Returns (logits (B, K, H, W) or None, losses)."""
@@ -64,11 +54,11 @@ class PerPixelBaselineHead(nn.Module):
         return self._upsample(logits), {}
 
     def layers(self, features: Dict[str, torch.Tensor]) -> torch.Tensor:
-        mask_features, _ = self.pixel_decoder.forward_features(features)
+        mask_features = self.pixel_decoder.forward_features(features)[0]
         return self.predictor(mask_features)
 
     def _upsample(self, logits: torch.Tensor) -> torch.Tensor:
-        return F.interpolate(logits, scale_factor=self.common_stride, mode="bilinear",
+        return F.interpolate(logits, scale_factor=COMMON_STRIDE, mode="bilinear",
                              align_corners=False)
 
     def losses(self, predictions: torch.Tensor, targets: torch.Tensor) -> Dict[str, torch.Tensor]:
@@ -82,10 +72,10 @@ class PerPixelBaselinePlusHead(PerPixelBaselineHead):
     """The per-pixel baseline with MaskFormer's transformer decoder (NUM_OBJECT_QUERIES = K)."""
 
     @configurable
-    def __init__(self, input_shape: Dict[str, ShapeSpec], *, transformer_in_feature: str,
-                 transformer_predictor: nn.Module, deep_supervision: bool, num_classes: int,
-                 pixel_decoder: nn.Module, loss_weight: float = 1.0, ignore_value: int = -1):
-        super().__init__(input_shape, num_classes=num_classes, pixel_decoder=pixel_decoder,
+    def __init__(self, *, transformer_in_feature: str, transformer_predictor: nn.Module,
+                 deep_supervision: bool, num_classes: int, pixel_decoder: nn.Module,
+                 loss_weight: float = 1.0, ignore_value: int = -1):
+        super().__init__(num_classes=num_classes, pixel_decoder=pixel_decoder,
                          loss_weight=loss_weight, ignore_value=ignore_value)
         check_encoder_features(pixel_decoder, transformer_in_feature)
         self.predictor = transformer_predictor
@@ -103,8 +93,8 @@ class PerPixelBaselinePlusHead(PerPixelBaselineHead):
         return ret
 
     def forward(self, features: Dict[str, torch.Tensor], targets: Optional[torch.Tensor] = None):
-        outputs = run_predictor(self.pixel_decoder, self.predictor, self.transformer_in_feature,
-                                features)
+        outputs = run_transformer_decoder(self.pixel_decoder, self.predictor,
+                                          self.transformer_in_feature, features)
         if not self.training:
             return self._upsample(outputs["pred_masks"]), {}
         losses = self.losses(outputs["pred_masks"], targets)

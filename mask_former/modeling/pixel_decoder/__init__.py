@@ -1,0 +1,7 @@
+"""Pixel decoders: backbone features -> per-pixel embeddings (and the features the transformer
+decoder reads)."""
+from .build import PIXEL_DECODER_REGISTRY, build_pixel_decoder
+from .fpn import BasePixelDecoder, TransformerEncoderPixelDecoder
+
+__all__ = ["PIXEL_DECODER_REGISTRY", "build_pixel_decoder", "BasePixelDecoder",
+           "TransformerEncoderPixelDecoder"]
