@@ -2,16 +2,33 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("MASK_FORMER_SHARED", REPO_ROOT.parent / "shared"))
 
 
 def shared_path(*parts: str) -> Path:
-    """A path under ../shared; the test is skipped where that folder is absent (a user's machine)."""
+    """A path under ../shared (tests using it are marked `needs_shared`)."""
     path = SHARED.joinpath(*parts)
     if not path.exists():
         if os.environ.get("CI"):
             pytest.fail(f"{path} is missing; CI runs with ../shared beside the checkout")
         pytest.skip(f"{path} not found (set MASK_FORMER_SHARED to the shared folder)")
     return path
+
+
+def pytest_collection_modifyitems(config, items):
+    """Skips `gpu` tests without CUDA and `needs_shared` tests without ../shared, saying why; under
+    CI a missing ../shared fails the run, so that the parity tests never skip silently there."""
+    shared_missing = not SHARED.is_dir()
+    if shared_missing and os.environ.get("CI") and any("needs_shared" in i.keywords for i in items):
+        raise pytest.UsageError(f"{SHARED} is missing; CI runs with ../shared beside the checkout "
+                                "(set MASK_FORMER_SHARED to its path)")
+    no_gpu = pytest.mark.skip(reason="needs a CUDA GPU")
+    no_shared = pytest.mark.skip(reason=f"needs {SHARED} (set MASK_FORMER_SHARED to the shared folder)")
+    for item in items:
+        if "gpu" in item.keywords and not torch.cuda.is_available():
+            item.add_marker(no_gpu)
+        if "needs_shared" in item.keywords and shared_missing:
+            item.add_marker(no_shared)

@@ -11,7 +11,7 @@ from mask_former.modeling.losses import FusedMaskLosses, upsampled_mask_losses
 from mask_former.solver import build_optimizer
 from tiny_models import tiny_batch, tiny_config
 
-pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+pytestmark = pytest.mark.gpu
 
 
 def test_fused_mask_losses_on_gpu_match_eager():
