@@ -32,6 +32,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from mask_former import add_mask_former_config
 from mask_former.data import build_train_loader
+from mask_former.engine import accelerate, fused_optimizer, pin_batches
 from mask_former.evaluation import PanopticQualityEvaluator
 from mask_former.solver import build_optimizer
 from mask_former.test_time_augmentation import SemanticSegmentorWithTTA
@@ -92,17 +93,18 @@ class Trainer(DefaultTrainer):
     """DefaultTrainer with MaskFormer's mappers, evaluators, optimizer and poly schedule."""
 
     def __init__(self, cfg):
-        # DefaultTrainer.__init__ with two changes: DDP that also runs on CPU workers, and the
-        # training loop of build_train_loop.
+        # DefaultTrainer.__init__ with three changes: the acceleration step (the training loop runs
+        # the accelerated model, the checkpointer saves the eager one), DDP that also runs on CPU
+        # workers, and the training loop of build_train_loop.
         TrainerBase.__init__(self)
         cfg = DefaultTrainer.auto_scale_workers(cfg, comm.get_world_size())
-        model = self.build_model(cfg)
-        optimizer = self.build_optimizer(cfg, model)
+        eager = self.build_model(cfg)
+        optimizer = self.build_optimizer(cfg, eager)
         data_loader = self.build_train_loader(cfg)
-        model = create_ddp_model(model)
+        model = create_ddp_model(accelerate(eager, cfg))
         self._trainer = build_train_loop(cfg, model, data_loader, optimizer)
         self.scheduler = self.build_lr_scheduler(cfg, optimizer)
-        self.checkpointer = DetectionCheckpointer(model, cfg.OUTPUT_DIR, trainer=weakref.proxy(self))
+        self.checkpointer = DetectionCheckpointer(eager, cfg.OUTPUT_DIR, trainer=weakref.proxy(self))
         self.start_iter = 0
         self.max_iter = cfg.SOLVER.MAX_ITER
         self.cfg = cfg
@@ -140,7 +142,7 @@ class Trainer(DefaultTrainer):
 
     @classmethod
     def build_train_loader(cls, cfg):
-        return build_train_loader(cfg)
+        return pin_batches(build_train_loader(cfg), cfg)
 
     @classmethod
     def build_lr_scheduler(cls, cfg, optimizer):
@@ -148,7 +150,7 @@ class Trainer(DefaultTrainer):
 
     @classmethod
     def build_optimizer(cls, cfg, model):
-        return build_optimizer(cfg, model)
+        return build_optimizer(cfg, model, fused=fused_optimizer(cfg))
 
     @classmethod
     def test_with_TTA(cls, cfg, model):
@@ -201,6 +203,7 @@ def main(args):
         DetectionCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(
             cfg.MODEL.WEIGHTS, resume=args.resume
         )
+        model = accelerate(model, cfg)
         results = Trainer.test(cfg, model)
         if cfg.TEST.AUG.ENABLED:
             results.update(Trainer.test_with_TTA(cfg, model))

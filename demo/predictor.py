@@ -29,6 +29,7 @@ from detectron2.utils.visualizer import ColorMode, VisImage, Visualizer
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 import mask_former  # noqa: F401  (registers MaskFormer, also in spawned worker processes)
+from mask_former.engine import accelerate
 import mask_former.data.datasets  # noqa: F401  (registers the datasets, for their metadata)
 
 logger = logging.getLogger("mask_former_demo")
@@ -186,7 +187,8 @@ class MaskFormerPredictor(DefaultPredictor):
         if not cfg.MODEL.WEIGHTS:
             logger.warning("MODEL.WEIGHTS is empty: running a randomly initialised model, "
                            "whose results are meaningless")
-        super().__init__(cfg)
+        super().__init__(cfg)  # builds the eager model and loads MODEL.WEIGHTS
+        self.model = accelerate(self.model, cfg)
 
     def __call__(self, original_image: np.ndarray) -> dict:
         image = original_image

@@ -57,26 +57,12 @@ def add_mask_former_config(cfg: CN) -> None:
     # "pixel_embedding" (the mask features).
     cfg.MODEL.MASK_FORMER.TRANSFORMER_IN_FEATURE = "res5"
     cfg.MODEL.MASK_FORMER.ENFORCE_INPUT_PROJ = False
-    # torch.compile backbone + head: fewer kernel launches, a first step that compiles for a
-    # minute or two, results within float32 rounding of eager. Not an official key.
-    cfg.MODEL.MASK_FORMER.COMPILE = False
-    # Replay the training forward and backward passes of backbone + head from CUDA graphs on
-    # GPUs, recorded once per batch shape: same results, far fewer kernel launches from Python.
-    # Not an official key.
-    cfg.MODEL.MASK_FORMER.TRAIN_CUDA_GRAPH = True
-    # CUDA graphs (training and inference, each) are recorded for at most this many input
-    # shapes; other shapes run eagerly. Not an official key.
-    cfg.MODEL.MASK_FORMER.CUDA_GRAPH_MAX_SHAPES = 2
     # inference
     cfg.MODEL.MASK_FORMER.TEST = CN()
     cfg.MODEL.MASK_FORMER.TEST.PANOPTIC_ON = False
     cfg.MODEL.MASK_FORMER.TEST.OBJECT_MASK_THRESHOLD = 0.0
     cfg.MODEL.MASK_FORMER.TEST.OVERLAP_THRESHOLD = 0.0
     cfg.MODEL.MASK_FORMER.TEST.SEM_SEG_POSTPROCESSING_BEFORE_INFERENCE = False
-    # Replay CUDA graphs of backbone + head in inference on GPUs, one recorded per input shape
-    # (at most CUDA_GRAPH_MAX_SHAPES): same results, much faster at small batches. Not an
-    # official key.
-    cfg.MODEL.MASK_FORMER.TEST.CUDA_GRAPH = True
     # Images are padded to a multiple of this in the model (ResNet reports 0 on its own).
     cfg.MODEL.MASK_FORMER.SIZE_DIVISIBILITY = 32
 
@@ -102,3 +88,38 @@ def add_mask_former_config(cfg: CN) -> None:
     cfg.MODEL.SWIN.APE = False
     cfg.MODEL.SWIN.PATCH_NORM = True
     cfg.MODEL.SWIN.OUT_FEATURES = ["res2", "res3", "res4", "res5"]
+
+    add_acceleration_config(cfg)
+
+
+def add_acceleration_config(cfg: CN) -> None:
+    """Adds cfg.ACCELERATION: the fast paths `mask_former.engine.accelerate` installs beside the
+    eager model. Not official keys. Each applies only to a model on a CUDA device and gives the
+    eager path's results up to float32 rounding; on a GPU they are on by default."""
+    cfg.ACCELERATION = CN()
+    # False: plain eager PyTorch everywhere; the keys below are then ignored.
+    cfg.ACCELERATION.ENABLED = True
+    # Replay the training forward and backward passes of backbone + head from CUDA graphs,
+    # recorded once per batch shape (the training mappers pad batches to one size); matching,
+    # losses and the optimizer stay eager around them.
+    cfg.ACCELERATION.TRAIN_CUDA_GRAPH = True
+    # Replay backbone + head in inference from a CUDA graph recorded once per input shape.
+    cfg.ACCELERATION.TEST_CUDA_GRAPH = True
+    # Graphs (training and inference, each) are recorded for at most this many input shapes;
+    # other shapes run eagerly.
+    cfg.ACCELERATION.CUDA_GRAPH_MAX_SHAPES = 2
+    # torch.compile backbone + head: fewer kernel launches, after a first step that compiles for
+    # a minute or two.
+    cfg.ACCELERATION.COMPILE = False
+    # The mask losses of all decoder layers as a couple of fused (compiled) kernels.
+    cfg.ACCELERATION.FUSED_MASK_LOSSES = True
+    # Training batches pinned in a background thread, copied to the GPU without a host wait.
+    cfg.ACCELERATION.PINNED_BATCHES = True
+    # AdamW's fused CUDA kernel.
+    cfg.ACCELERATION.FUSED_OPTIMIZER = True
+    # Keys of earlier versions of this project, so that old configs fail with the new name.
+    for old, new in (("MODEL.MASK_FORMER.COMPILE", "ACCELERATION.COMPILE"),
+                     ("MODEL.MASK_FORMER.TRAIN_CUDA_GRAPH", "ACCELERATION.TRAIN_CUDA_GRAPH"),
+                     ("MODEL.MASK_FORMER.TEST.CUDA_GRAPH", "ACCELERATION.TEST_CUDA_GRAPH"),
+                     ("MODEL.MASK_FORMER.CUDA_GRAPH_MAX_SHAPES", "ACCELERATION.CUDA_GRAPH_MAX_SHAPES")):
+        cfg.register_renamed_key(old, new)

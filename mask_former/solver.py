@@ -56,8 +56,12 @@ def _with_full_model_clipping(optimizer_cls, max_norm: float):
     return FullModelGradientClippingOptimizer
 
 
-def build_optimizer(cfg, model: nn.Module) -> torch.optim.Optimizer:
-    """SGD or AdamW (SOLVER.OPTIMIZER) over `get_param_groups`, with SOLVER.CLIP_GRADIENTS."""
+def build_optimizer(cfg, model: nn.Module, fused: bool = False) -> torch.optim.Optimizer:
+    """SGD or AdamW (SOLVER.OPTIMIZER) over `get_param_groups`, with SOLVER.CLIP_GRADIENTS.
+
+    fused: AdamW with its fused CUDA kernel (`mask_former.engine.fused_optimizer(cfg)` says
+    when): the same update rule, float32 rounding aside.
+    """
     solver = cfg.SOLVER
     param_groups = get_param_groups(
         model,
@@ -67,14 +71,10 @@ def build_optimizer(cfg, model: nn.Module) -> torch.optim.Optimizer:
         weight_decay_embed=solver.WEIGHT_DECAY_EMBED,
         backbone_multiplier=solver.BACKBONE_MULTIPLIER,
     )
-    # On GPUs, AdamW's fused kernel updates every parameter of a group in a couple of launches
-    # (the default multi-tensor path takes a dozen per group, each a few hundred microseconds of
-    # host time). Same update rule, float32 rounding aside.
-    on_gpu = all(p.is_cuda for group in param_groups for p in group["params"])
     optimizers = {
         "SGD": lambda cls: cls(param_groups, solver.BASE_LR, momentum=solver.MOMENTUM,
                                nesterov=solver.NESTEROV),
-        "ADAMW": lambda cls: cls(param_groups, solver.BASE_LR, fused=True if on_gpu else None),
+        "ADAMW": lambda cls: cls(param_groups, solver.BASE_LR, fused=True if fused else None),
     }
     classes = {"SGD": torch.optim.SGD, "ADAMW": torch.optim.AdamW}
     name = solver.OPTIMIZER.upper()

@@ -38,7 +38,7 @@ def test_config_overrides_may_follow_the_precision_flag():
     benchmark = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(benchmark)
     args = benchmark.parse_args(["--precision", "fp32", "bf16", "DATALOADER.NUM_WORKERS", "12",
-                                 "MODEL.MASK_FORMER.TEST.CUDA_GRAPH", "False"])
+                                 "ACCELERATION.TEST_CUDA_GRAPH", "False"])
     assert args.precision == ["fp32", "bf16"]
-    assert args.opts == ["DATALOADER.NUM_WORKERS", "12", "MODEL.MASK_FORMER.TEST.CUDA_GRAPH", "False"]
+    assert args.opts == ["DATALOADER.NUM_WORKERS", "12", "ACCELERATION.TEST_CUDA_GRAPH", "False"]
     assert benchmark.parse_args(["--iters", "3"]).opts == []

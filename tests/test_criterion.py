@@ -14,7 +14,8 @@ NUM_CLASSES, NUM_QUERIES, NUM_LAYERS = 6, 8, 3
 
 def make_criterion() -> SetCriterion:
     weights = {"loss_ce": 1.0, "loss_mask": 20.0, "loss_dice": 1.0}
-    return SetCriterion(NUM_CLASSES, HungarianMatcher(1.0, 20.0, 1.0), weights, eos_coef=0.1)
+    return SetCriterion(NUM_CLASSES, matcher=HungarianMatcher(1.0, 20.0, 1.0), weight_dict=weights,
+                        eos_coef=0.1)
 
 
 def random_outputs(batch_size: int, generator: torch.Generator) -> dict:

@@ -164,7 +164,7 @@ def test_matcher_indices(model_and_cfg, reference):
 
 @pytest.mark.parametrize("output_size", [(20, 28), (40, 50)])
 def test_crop_and_resize_equals_detectron2_postprocessing(output_size):
-    from mask_former.mask_former_model import crop_and_resize
+    from mask_former.modeling.postprocessing import crop_and_resize
 
     scores = torch.rand(3, 32, 32)
     expected = sem_seg_postprocess(scores, (20, 28), *output_size)
@@ -173,7 +173,7 @@ def test_crop_and_resize_equals_detectron2_postprocessing(output_size):
 
 
 def test_semantic_inference_of_a_batch_equals_per_image():
-    from mask_former.mask_former_model import semantic_inference
+    from mask_former.modeling.postprocessing import semantic_inference
 
     torch.manual_seed(0)
     mask_cls, mask_pred = torch.randn(2, 5, 4), torch.randn(2, 5, 6, 7)

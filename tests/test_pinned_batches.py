@@ -2,7 +2,7 @@
 loader's errors where the batch would have come. (Pinning itself needs a GPU: tests/test_cuda.py.)"""
 import pytest
 
-from mask_former.data import PinnedBatches
+from mask_former.engine import PinnedBatches
 
 
 def test_batches_come_in_order_and_end_with_the_loader():

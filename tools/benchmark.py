@@ -39,7 +39,7 @@ from detectron2.structures import Instances  # noqa: E402
 
 import mask_former  # noqa: E402
 from mask_former import add_mask_former_config  # noqa: E402
-from mask_former.data import pin_batch  # noqa: E402
+from mask_former.engine import accelerate, fused_optimizer, pin_batch, pin_batches  # noqa: E402
 from mask_former.solver import build_optimizer  # noqa: E402
 
 CASES = ("train_synthetic", "train_loader", "infer_b1", "infer_batched")
@@ -68,10 +68,10 @@ def parse_args(argv=None):
     parser.add_argument("--cudnn-benchmark", action="store_true",
                         help="let cuDNN time its algorithms for each input shape")
     parser.add_argument("--compile", action="store_true",
-                        help="torch.compile backbone + head (MODEL.MASK_FORMER.COMPILE)")
+                        help="torch.compile backbone + head (ACCELERATION.COMPILE)")
     parser.add_argument("--no-cuda-graph", action="store_true",
                         help="run backbone + head eagerly in training and inference (turns off "
-                             "MODEL.MASK_FORMER.TRAIN_CUDA_GRAPH and MODEL.MASK_FORMER.TEST.CUDA_GRAPH)")
+                             "ACCELERATION.TRAIN_CUDA_GRAPH and ACCELERATION.TEST_CUDA_GRAPH)")
     parser.add_argument("--tf32", action="store_true",
                         help="allow TF32 in float32 matrix products (convolutions use it already)")
     parser.add_argument("--profile", type=int, default=0, metavar="N",
@@ -98,9 +98,9 @@ def setup_cfg(args):
     cfg.MODEL.WEIGHTS = ""
     cfg.MODEL.DEVICE = args.device
     if args.no_cuda_graph:
-        cfg.MODEL.MASK_FORMER.TEST.CUDA_GRAPH = False
-        cfg.MODEL.MASK_FORMER.TRAIN_CUDA_GRAPH = False
-    cfg.MODEL.MASK_FORMER.COMPILE = args.compile
+        cfg.ACCELERATION.TEST_CUDA_GRAPH = False
+        cfg.ACCELERATION.TRAIN_CUDA_GRAPH = False
+    cfg.ACCELERATION.COMPILE = args.compile
     cfg.SOLVER.IMS_PER_BATCH = args.batch_size
     cfg.freeze()
     return cfg
@@ -252,12 +252,13 @@ def build_loader_cfg(cfg, args):
 
 def run_case(case: str, precision: str, cfg, args) -> Dict:
     torch.manual_seed(0)
-    model = build_model(cfg)
+    eager = build_model(cfg)
     if args.channels_last:
-        model = model.to(memory_format=torch.channels_last)
+        eager = eager.to(memory_format=torch.channels_last)
+    model = accelerate(eager, cfg)  # as the trainer and the predictor run it
     num_classes = cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES
     if case.startswith("train"):
-        optimizer = build_optimizer(cfg, model)
+        optimizer = build_optimizer(cfg, eager, fused=fused_optimizer(cfg))
         warmup = args.warmup
         if case == "train_synthetic":
             batches = [synthetic_batch(args.batch_size, args.crop, args.crop, num_classes, seed)
@@ -268,7 +269,7 @@ def run_case(case: str, precision: str, cfg, args) -> Dict:
             os.environ["DETECTRON2_DATASETS"] = args.datasets_root
             from mask_former.data import build_train_loader
 
-            batches = build_train_loader(build_loader_cfg(cfg, args))
+            batches = pin_batches(build_train_loader(build_loader_cfg(cfg, args)), cfg)
             warmup = args.loader_warmup
         result = time_training(model, optimizer, batches, args, precision, warmup)
         result["batch_size"] = args.batch_size

@@ -1,7 +1,6 @@
 """Datasets (registered on import) and the dataset mappers MaskFormer trains with."""
 from . import datasets
 from .build import DATASET_MAPPERS, build_train_loader
-from .pinned_batches import PinnedBatches, pin_batch
 from .dataset_mappers import (
     DETRPanopticDatasetMapper,
     MaskFormerPanopticDatasetMapper,

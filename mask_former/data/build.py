@@ -1,5 +1,4 @@
 """The training data loader, with the dataset mapper named by INPUT.DATASET_MAPPER_NAME."""
-import torch
 from detectron2.data import MetadataCatalog, build_detection_train_loader
 
 from .dataset_mappers import (
@@ -7,7 +6,6 @@ from .dataset_mappers import (
     MaskFormerPanopticDatasetMapper,
     MaskFormerSemanticDatasetMapper,
 )
-from .pinned_batches import PinnedBatches
 
 DATASET_MAPPERS = {
     "mask_former_semantic": MaskFormerSemanticDatasetMapper,
@@ -17,19 +15,12 @@ DATASET_MAPPERS = {
 
 
 def build_train_loader(cfg):
-    """detectron2's training loader over DATASETS.TRAIN, mapped by the configured mapper.
-
-    For a model on a GPU the batches come in pinned memory (PinnedBatches), so that copying them
-    to the GPU does not stall the training step.
-    """
+    """detectron2's training loader over DATASETS.TRAIN, mapped by the configured mapper."""
     check_num_classes(cfg)
     name = cfg.INPUT.DATASET_MAPPER_NAME
     if name not in DATASET_MAPPERS:
         raise ValueError(f"INPUT.DATASET_MAPPER_NAME={name!r}; choose one of {sorted(DATASET_MAPPERS)}")
-    loader = build_detection_train_loader(cfg, mapper=DATASET_MAPPERS[name](cfg, True))
-    if cfg.MODEL.DEVICE.startswith("cuda") and torch.cuda.is_available():
-        return PinnedBatches(loader)
-    return loader
+    return build_detection_train_loader(cfg, mapper=DATASET_MAPPERS[name](cfg, True))
 
 
 def check_num_classes(cfg) -> None:

@@ -1,13 +1,16 @@
-"""MaskFormer's set criterion: classification and mask losses on Hungarian-matched pairs."""
-from typing import Dict, List, NamedTuple, Sequence
+"""MaskFormer's set criterion (DETR's, with mask losses): for every decoder layer, match queries to
+targets with the Hungarian algorithm, then compute each loss on the matched pairs."""
+from typing import Callable, Dict, List, NamedTuple, Sequence
 
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
+from detectron2.config import configurable
 from detectron2.utils.comm import get_world_size
 from torch import nn
 
-from .losses import FusedMaskLosses
+from .losses import layerwise_mask_losses
+from .matcher import HungarianMatcher
 
 
 def average_num_masks(targets: List[Dict[str, torch.Tensor]], device: torch.device) -> torch.Tensor:
@@ -24,7 +27,8 @@ def average_num_masks(targets: List[Dict[str, torch.Tensor]], device: torch.devi
 
 
 class LayerMatches(NamedTuple):
-    """The matched (query, target) pairs of L decoder layers, N pairs in every layer.
+    """The matched (query, target) pairs of L decoder layers, N pairs in every layer, as index
+    tensors on the device, so that each loss gathers the pairs of all layers at once.
 
     Each layer's pairs are sorted by target, so where every layer matched every target (each image
     has no more targets than queries, the usual case) all layers pair the same target masks in
@@ -52,45 +56,84 @@ class LayerMatches(NamedTuple):
         num_targets = sum(sizes)
         in_order = host.shape[-1] == num_targets and bool(
             (host[:, 2] == torch.arange(num_targets)).all())
-        # Right after the matcher's transfer to the host, the GPU's queue is empty: a plain
-        # copy does not wait.
-        batch, query, target = host.to(targets[0]["labels"].device).unbind(1)
+        device = targets[0]["labels"].device
+        if device.type == "cuda":
+            host = host.pin_memory()  # so that the copy is queued, not waited for
+        batch, query, target = host.to(device, non_blocking=True).unbind(1)
         return LayerMatches(batch, query, target, in_order)
 
 
 class SetCriterion(nn.Module):
-    """Losses of MaskFormer, for the final layer and (with "aux_outputs") every earlier layer.
+    """The losses of MaskFormer, for the final decoder layer and (with "aux_outputs") every earlier
+    one, as DETR's criterion: for each layer,
 
-    - "labels": cross-entropy over K+1 classes, unmatched queries target "no object" with weight
-      `eos_coef`;
-    - "masks": sigmoid focal and dice losses between matched masks, upsampled to target size.
-    Returns unweighted losses; `weight_dict` holds the weights the meta-architecture applies.
-    All decoder layers are computed together: one cross-entropy and one (fused) mask-loss call
-    for the whole stack, so the cost in kernel launches does not grow with the number of layers.
+      1. the matcher pairs queries with targets (`HungarianMatcher`);
+      2. each loss in `losses` is computed on those pairs:
+         - "labels": cross-entropy over K+1 classes; unmatched queries target "no object", whose
+           class weight is `eos_coef`;
+         - "masks": sigmoid focal and dice losses of the matched masks, upsampled to the targets'
+           size, summed over pairs and divided by the number of targets.
+
+    Returns unweighted losses named as DETR's: "loss_ce" for the final layer, "loss_ce_0",
+    "loss_ce_1", ... for the earlier ones; `weight_dict` holds the weights the meta-architecture
+    applies.
+
+    How it is computed: the layers are processed together rather than in a loop. The matcher
+    matches all of them in one call, whose costs reach the host in one transfer (a training step
+    waits for the GPU once, not once per layer), and each loss is written for a stack of L layers
+    and returns (L,) values. Adding a loss is one method `loss_<name>(layers, targets, matches,
+    num_masks) -> {key: (L,) tensor}` and its name in `losses`.
     """
 
-    def __init__(self, num_classes: int, matcher: nn.Module, weight_dict: Dict[str, float],
+    @configurable
+    def __init__(self, num_classes: int, *, matcher: nn.Module, weight_dict: Dict[str, float],
                  eos_coef: float, losses: Sequence[str] = ("labels", "masks")):
+        """
+        Args:
+            num_classes: K, without "no object".
+            matcher: computes the pairs; its `match_layers(layers, targets)` matches several
+                layers at once.
+            weight_dict: loss name -> weight, for every layer's loss names.
+            eos_coef: cross-entropy weight of the "no object" class.
+            losses: which losses to compute, names of `loss_<name>` methods.
+        """
         super().__init__()
+        unknown = [loss for loss in losses if not callable(getattr(self, f"loss_{loss}", None))]
+        if unknown:
+            raise ValueError(f"SetCriterion: unknown losses {unknown}")
         self.num_classes = num_classes
         self.matcher = matcher
         self.weight_dict = weight_dict
         self.eos_coef = eos_coef
-        unknown = set(losses) - {"labels", "masks"}
-        if unknown:
-            raise ValueError(f"SetCriterion: unknown losses {sorted(unknown)}")
         self.losses = list(losses)
-        self.mask_losses = FusedMaskLosses()
         empty_weight = torch.ones(num_classes + 1)
         empty_weight[-1] = eos_coef
         self.register_buffer("empty_weight", empty_weight)
+        # (L, N, h, w) matched mask logits, (N, H, W) targets, num_masks -> (L,) focal, (L,) dice
+        # losses. One layer at a time; the acceleration step (mask_former.engine) may swap in a
+        # fused equivalent.
+        self.mask_losses: Callable = layerwise_mask_losses
 
-    def loss_labels(self, layers: List[dict], matches: LayerMatches,
-                    labels: torch.Tensor) -> Dict[str, torch.Tensor]:
-        """Cross-entropy over K+1 classes per layer, (L,); unmatched queries target "no object".
+    @classmethod
+    def from_config(cls, cfg, num_classes: int):
+        mf = cfg.MODEL.MASK_FORMER
+        layer_weights = {"loss_ce": 1.0, "loss_mask": mf.MASK_WEIGHT, "loss_dice": mf.DICE_WEIGHT}
+        weight_dict = dict(layer_weights)
+        if mf.DEEP_SUPERVISION:
+            for i in range(mf.DEC_LAYERS - 1):
+                weight_dict.update({f"{k}_{i}": v for k, v in layer_weights.items()})
+        return {
+            "num_classes": num_classes,
+            "matcher": HungarianMatcher(cost_class=1, cost_mask=mf.MASK_WEIGHT, cost_dice=mf.DICE_WEIGHT),
+            "weight_dict": weight_dict,
+            "eos_coef": mf.NO_OBJECT_WEIGHT,
+            "losses": ["labels", "masks"],
+        }
 
-        labels: (T,) classes of the batch's concatenated targets.
-        """
+    def loss_labels(self, layers: List[dict], targets: List[Dict[str, torch.Tensor]],
+                    matches: LayerMatches, num_masks: torch.Tensor) -> Dict[str, torch.Tensor]:
+        """Cross-entropy over K+1 classes per layer, (L,); unmatched queries target "no object"."""
+        labels = torch.cat([t["labels"] for t in targets])  # (T,) the batch's targets
         logits = torch.stack([layer["pred_logits"] for layer in layers]).float()  # (L, B, Q, K+1)
         target_classes = torch.full(logits.shape[:3], self.num_classes, dtype=torch.int64,
                                     device=logits.device)
@@ -104,11 +147,12 @@ class SetCriterion(nn.Module):
         loss_ce = weighted_nll.view(num_layers, -1).sum(1) / weights.view(num_layers, -1).sum(1)
         return {"loss_ce": loss_ce}
 
-    def loss_masks(self, layers: List[dict], matches: LayerMatches, target_masks: torch.Tensor,
-                   num_masks: torch.Tensor) -> Dict[str, torch.Tensor]:
-        """Focal and dice losses of the matched masks per layer, (L,) each, upsampled to the
-        targets' (H, W). target_masks: (T, H, W), the batch's concatenated targets."""
+    def loss_masks(self, layers: List[dict], targets: List[Dict[str, torch.Tensor]],
+                   matches: LayerMatches, num_masks: torch.Tensor) -> Dict[str, torch.Tensor]:
+        """Focal and dice losses of the matched masks per layer, (L,) each, the predictions
+        upsampled to the targets' (H, W)."""
         # Targets are already padded to one size per batch by the meta-architecture.
+        target_masks = torch.cat([t["masks"] for t in targets])  # (T, H, W)
         pred_masks = torch.stack([layer["pred_masks"][batch, query] for layer, batch, query
                                   in zip(layers, matches.batch, matches.query)])  # (L, N, h, w)
         if matches.all_targets_in_order:
@@ -120,22 +164,15 @@ class SetCriterion(nn.Module):
         return {"loss_mask": loss_mask, "loss_dice": loss_dice}
 
     def forward(self, outputs: dict, targets: List[Dict[str, torch.Tensor]]) -> Dict[str, torch.Tensor]:
-        """outputs: the head's dict; targets: per image "labels" (M,) and "masks" (M, H, W).
-
-        All layers are matched in one call, so a training step waits for the GPU once for
-        matching, not once per decoder layer.
-        """
-        num_masks = average_num_masks(targets, outputs["pred_masks"].device)
+        """outputs: the head's dict; targets: per image "labels" (M,) and "masks" (M, H, W)."""
         final = {k: v for k, v in outputs.items() if k != "aux_outputs"}
         layers = [final] + list(outputs.get("aux_outputs", []))
-        matches = LayerMatches.gather(self.matcher.match_layers(layers, targets), targets)
+        indices = self.matcher.match_layers(layers, targets)  # per layer, per image (query, target)
+        matches = LayerMatches.gather(indices, targets)
+        num_masks = average_num_masks(targets, outputs["pred_masks"].device)
         per_layer = {}
-        if "labels" in self.losses:
-            labels = torch.cat([t["labels"] for t in targets])
-            per_layer.update(self.loss_labels(layers, matches, labels))
-        if "masks" in self.losses:
-            target_masks = torch.cat([t["masks"] for t in targets])
-            per_layer.update(self.loss_masks(layers, matches, target_masks, num_masks))
+        for loss in self.losses:
+            per_layer.update(getattr(self, f"loss_{loss}")(layers, targets, matches, num_masks))
         losses = {}
         for name, values in per_layer.items():
             for i, value in enumerate(values.unbind()):

@@ -1,11 +1,8 @@
 """Mask losses shared by the matcher (as pairwise costs) and the criterion (on matched pairs)."""
-import logging
 from typing import Tuple
 
 import torch
 import torch.nn.functional as F
-
-logger = logging.getLogger(__name__)
 
 FOCAL_ALPHA = 0.25
 FOCAL_GAMMA = 2.0
@@ -86,39 +83,13 @@ def upsampled_mask_losses(pred_masks: torch.Tensor, target_masks: torch.Tensor,
             dice_loss(pred_masks, target_masks, num_masks))
 
 
-class FusedMaskLosses:
-    """`upsampled_mask_losses` compiled by torch.compile into a few fused kernels, on GPUs.
+def layerwise_mask_losses(pred_masks: torch.Tensor, target_masks: torch.Tensor,
+                          num_masks: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    """`upsampled_mask_losses` of (L, N, h, w) predictions, one layer at a time: (L,), (L,).
 
-    Eager, the losses run ~40 full-resolution elementwise passes forward and backward per decoder
-    layer; compiled, the upsampled logits are never written to memory and each direction is a
-    couple of kernels for all decoder layers at once. Results agree with eager up to float32
-    rounding. Off the GPU, or where compilation fails (no Triton, say), the eager function runs
-    one layer at a time, so that its full-resolution intermediates exist for one layer only.
+    The same numbers as all layers at once, but the full-resolution intermediates exist for one
+    layer only. The acceleration step swaps in a fused (compiled) equivalent on GPUs
+    (mask_former.engine, ACCELERATION.FUSED_MASK_LOSSES).
     """
-
-    def __init__(self, device_types=("cuda",)):
-        self.device_types = tuple(device_types)
-        self._compiled = None
-        self._failed = False
-
-    def __call__(self, pred_masks, target_masks, num_masks):
-        """As `upsampled_mask_losses`."""
-        if pred_masks.device.type not in self.device_types or self._failed:
-            return self._eager(pred_masks, target_masks, num_masks)
-        if self._compiled is None:
-            # dynamic: the number of matched masks changes every step
-            self._compiled = torch.compile(upsampled_mask_losses, dynamic=True)
-        try:
-            return self._compiled(pred_masks, target_masks, num_masks)
-        except Exception as error:  # compilation errors come in many types
-            logger.warning(f"Compiling the mask losses failed ({type(error).__name__}: {error}); "
-                           "computing them eagerly.")
-            self._failed = True
-            return self._eager(pred_masks, target_masks, num_masks)
-
-    @staticmethod
-    def _eager(pred_masks, target_masks, num_masks):
-        if pred_masks.dim() == 3:
-            return upsampled_mask_losses(pred_masks, target_masks, num_masks)
-        per_layer = [upsampled_mask_losses(p, target_masks, num_masks) for p in pred_masks]
-        return tuple(torch.stack(losses) for losses in zip(*per_layer))
+    per_layer = [upsampled_mask_losses(p, target_masks, num_masks) for p in pred_masks]
+    return tuple(torch.stack(losses) for losses in zip(*per_layer))

@@ -213,8 +213,6 @@ class Transformer(nn.Module):
                  num_decoder_layers: int = 6, dim_feedforward: int = 2048, dropout: float = 0.1,
                  normalize_before: bool = False, return_intermediate_dec: bool = False):
         super().__init__()
-        self.d_model = d_model
-        self.nhead = nhead
         self.encoder = TransformerEncoder(d_model, nhead, num_encoder_layers, dim_feedforward,
                                           dropout, normalize_before)
         self.decoder = TransformerDecoder(d_model, nhead, num_decoder_layers, dim_feedforward,
@@ -242,8 +240,6 @@ class TransformerEncoderOnly(nn.Module):
     def __init__(self, d_model: int = 512, nhead: int = 8, num_encoder_layers: int = 6,
                  dim_feedforward: int = 2048, dropout: float = 0.1, normalize_before: bool = False):
         super().__init__()
-        self.d_model = d_model
-        self.nhead = nhead
         self.encoder = TransformerEncoder(d_model, nhead, num_encoder_layers, dim_feedforward,
                                           dropout, normalize_before)
         _xavier_init(self)

@@ -10,10 +10,10 @@ same numbers (the same kernels run in the same order).
 
 Both record a graph the first time they see an input shape (and dtype, device, autocast state)
 and replay it after that. Recording costs a few passes and each graph keeps its memory, so only
-`max_shapes` shapes are recorded; later shapes run eagerly. Fixed-size inputs (training crops
-padded to INPUT.SIZE_DIVISIBILITY, a camera, a benchmark) are the case they serve.
+`max_shapes` shapes are recorded (ACCELERATION.CUDA_GRAPH_MAX_SHAPES); later shapes run eagerly.
+Fixed-size inputs (training crops padded to INPUT.SIZE_DIVISIBILITY, a camera, a benchmark) are
+the case they serve.
 """
-import copy
 import logging
 from typing import Callable, Dict, List, Optional, Tuple
 
@@ -65,17 +65,14 @@ class _PerShapeGraphs:
                 logger.warning(
                     f"{type(self).__name__}: {len(self.graphs)} input shapes already have CUDA "
                     f"graphs (the maximum); other shapes, such as {tuple(x.shape)}, run eagerly. "
-                    "Pad inputs to fixed sizes (INPUT.SIZE_DIVISIBILITY) to replay graphs.")
+                    "Pad inputs to fixed sizes (INPUT.SIZE_DIVISIBILITY) or raise "
+                    "ACCELERATION.CUDA_GRAPH_MAX_SHAPES to replay graphs.")
                 self._warned_full = True
             return None
         graph = record(x)
-        if graph is not None:  # None: recording failed, the caller runs eagerly
+        if graph is not None:  # None: this runner cannot record here, the caller runs eagerly
             self.graphs[key] = graph
         return graph
-
-    def __deepcopy__(self, memo):
-        # Recorded graphs belong to the original tensors; a copy starts with none.
-        return type(self)(copy.deepcopy(self.fn, memo), max_shapes=self.max_shapes)
 
 
 class CUDAGraphRunner(_PerShapeGraphs):
@@ -103,6 +100,15 @@ class CUDAGraphRunner(_PerShapeGraphs):
         return static_output
 
     def _record(self, x: torch.Tensor):
+        try:
+            return self._capture(x)
+        except RuntimeError as error:  # capture refuses host syncs, unsupported kernels, ...
+            raise RuntimeError(
+                f"Recording the CUDA graph of inference failed ({error}). Run inference without "
+                "it: ACCELERATION.TEST_CUDA_GRAPH False."
+            ) from error
+
+    def _capture(self, x: torch.Tensor):
         static_input = x.clone()
         side_stream = torch.cuda.Stream(device=x.device)
         side_stream.wait_stream(torch.cuda.current_stream(x.device))
@@ -197,7 +203,9 @@ class TrainingGraphs(_PerShapeGraphs):
     parameters of `module` only. Calling this returns the same outputs, attached to autograd so
     that backward replays the recorded backward pass and accumulates into each parameter's
     `.grad` as eager autograd would, or None when the caller should run `fn` eagerly: off the
-    GPU, without gradients, for shapes beyond `max_shapes`, or where recording failed.
+    GPU, without gradients, for shapes beyond `max_shapes`, or where graphs cannot work (several
+    workers with SyncBatchNorm). A recording that fails raises, naming the key that turns graphs
+    off.
 
     Recording runs `warmup` forward and backward passes on the first batch of a shape (their
     BatchNorm statistics updates are undone) and captures one more. Dropout and DropPath draw new
@@ -227,23 +235,26 @@ class TrainingGraphs(_PerShapeGraphs):
 
     def _record(self, x: torch.Tensor) -> Optional[_RecordedStep]:
         reason = self._unsupported()
-        if reason is None:
-            params = [p for p in self.module.parameters() if p.requires_grad]
-            buffers = list(self.module.buffers())
-            saved = [b.clone() for b in buffers]
-            try:
-                step = _RecordedStep(self.fn, params, x, self.warmup)
-                logger.info(f"Recorded CUDA graphs of the training step for inputs {tuple(x.shape)}.")
-                return step
-            except Exception as error:  # capture fails in many ways (a host sync in a module, ...)
-                reason = f"recording failed ({type(error).__name__}: {error})"
-            finally:
-                with torch.no_grad():
-                    for buffer, value in zip(buffers, saved):
-                        buffer.copy_(value)
-        self.disabled = reason
-        logger.warning(f"Training without CUDA graphs: {reason}.")
-        return None
+        if reason is not None:
+            self.disabled = reason
+            logger.warning(f"Training without CUDA graphs: {reason}.")
+            return None
+        params = [p for p in self.module.parameters() if p.requires_grad]
+        buffers = list(self.module.buffers())
+        saved = [b.clone() for b in buffers]
+        try:
+            step = _RecordedStep(self.fn, params, x, self.warmup)
+        except RuntimeError as error:  # capture refuses host syncs, unsupported kernels, ...
+            raise RuntimeError(
+                f"Recording the CUDA graphs of the training step failed ({error}). Train without "
+                "them: ACCELERATION.TRAIN_CUDA_GRAPH False."
+            ) from error
+        finally:
+            with torch.no_grad():
+                for buffer, value in zip(buffers, saved):
+                    buffer.copy_(value)
+        logger.info(f"Recorded CUDA graphs of the training step for inputs {tuple(x.shape)}.")
+        return step
 
     def _unsupported(self) -> Optional[str]:
         distributed = dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
@@ -251,7 +262,3 @@ class TrainingGraphs(_PerShapeGraphs):
                                for m in self.module.modules()):
             return "SyncBatchNorm communicates across workers inside the network"
         return None
-
-    def __deepcopy__(self, memo):
-        return type(self)(copy.deepcopy(self.fn, memo), copy.deepcopy(self.module, memo),
-                          max_shapes=self.max_shapes, warmup=self.warmup)

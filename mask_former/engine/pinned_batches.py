@@ -6,22 +6,29 @@ from typing import Iterable, List
 import torch
 
 
+def _pinned(tensor: torch.Tensor) -> torch.Tensor:
+    """`tensor` in pinned host memory: a pinned copy of a pageable CPU tensor, else itself."""
+    if tensor.device.type != "cpu" or tensor.is_pinned():
+        return tensor
+    return tensor.pin_memory()
+
+
 def pin_batch(batch: List[dict]) -> List[dict]:
     """Moves the tensors MaskFormer copies to the GPU (image, gt_classes, gt_masks) of each
     dataset dict to pinned memory, in place; returns the batch."""
     for item in batch:
         if isinstance(item.get("image"), torch.Tensor):
-            item["image"] = item["image"].pin_memory()
+            item["image"] = _pinned(item["image"])
         instances = item.get("instances")
         if instances is not None:
             if instances.has("gt_classes"):
-                instances.gt_classes = instances.gt_classes.pin_memory()
+                instances.gt_classes = _pinned(instances.gt_classes)
             if instances.has("gt_masks"):
                 masks = instances.gt_masks
                 if isinstance(masks, torch.Tensor):
-                    instances.gt_masks = masks.pin_memory()
+                    instances.gt_masks = _pinned(masks)
                 else:  # BitMasks
-                    masks.tensor = masks.tensor.pin_memory()
+                    masks.tensor = _pinned(masks.tensor)
     return batch
 
 

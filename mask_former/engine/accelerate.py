@@ -1,0 +1,122 @@
+"""The one step that puts MaskFormer's fast paths beside the eager model (cfg.ACCELERATION).
+
+    model = build_model(cfg)             # plain eager PyTorch, as the paper describes it
+    model = accelerate(model, cfg)       # the same computation, faster on a GPU
+    loader = pin_batches(loader, cfg)    # training batches pinned in a background thread
+    optimizer = build_optimizer(cfg, model, fused=fused_optimizer(cfg))
+
+Every path gives the eager path's numbers up to float32 rounding (tests/test_cuda.py) and applies
+only where the model is on a CUDA device; elsewhere these calls return what they were given. A
+path that fails raises, naming the key that turns it off.
+"""
+import logging
+from typing import Iterable, List
+
+import torch
+from torch import nn
+
+from ..mask_former_model import MaskFormer
+from .cuda_graph import CUDAGraphRunner, TrainingGraphs
+from .fused_losses import FusedMaskLosses
+from .pinned_batches import PinnedBatches, pin_batch
+
+logger = logging.getLogger(__name__)
+
+
+def _on_cuda(cfg) -> bool:
+    return cfg.ACCELERATION.ENABLED and cfg.MODEL.DEVICE.startswith("cuda") and torch.cuda.is_available()
+
+
+class AcceleratedMaskFormer(nn.Module):
+    """Computes what its MaskFormer computes, with the network (backbone + head) compiled and/or
+    replayed from CUDA graphs, and inference inputs copied to the GPU from pinned memory.
+
+    Shares the model's parameters, buffers and state dict (state_dict/load_state_dict are the
+    model's own: checkpoints are the same either way). `train()`/`eval()` switch the model too;
+    the model's mode decides which path runs.
+    """
+
+    def __init__(self, model: MaskFormer, *, train_cuda_graph: bool, test_cuda_graph: bool,
+                 max_shapes: int, compile_network: bool):
+        """
+        Args:
+            model: the eager MaskFormer, on a CUDA device.
+            train_cuda_graph: replay the training forward and backward of the network from CUDA
+                graphs (TrainingGraphs); matching, losses and the optimizer stay eager.
+            test_cuda_graph: replay inference of the network from a CUDA graph (CUDAGraphRunner).
+            max_shapes: each kind of graph is recorded for at most this many input shapes.
+            compile_network: run the network through torch.compile (under the graphs, if any).
+        """
+        super().__init__()
+        self.model = model
+        network = torch.compile(model.network) if compile_network else model.network
+        self._network = network
+        self._train_graphs = TrainingGraphs(network, model, max_shapes) if train_cuda_graph else None
+        self._test_graphs = CUDAGraphRunner(network, max_shapes) if test_cuda_graph else None
+        self.train(model.training)
+
+    def network(self, images: torch.Tensor) -> dict:
+        """The model's `network`, replayed from a graph where one applies to this input."""
+        graphs = self._train_graphs if self.model.training else self._test_graphs
+        outputs = graphs(images) if graphs is not None else None
+        return self._network(images) if outputs is None else outputs
+
+    def forward(self, batched_inputs: List[dict]):
+        # The steps of MaskFormer.forward, with this network.
+        model = self.model
+        if not model.training:
+            # Pinned inputs are copied without the host waiting for the GPU (the training loader
+            # pins its batches in a background thread: pin_batches).
+            batched_inputs = pin_batch([dict(x) for x in batched_inputs])
+        images = model.preprocess_images(batched_inputs)
+        outputs = self.network(images.tensor)
+        if model.training:
+            return model.losses(outputs, batched_inputs, images)
+        return model.inference(outputs, batched_inputs, images)
+
+    def state_dict(self, *args, **kwargs):
+        return self.model.state_dict(*args, **kwargs)
+
+    def load_state_dict(self, *args, **kwargs):
+        return self.model.load_state_dict(*args, **kwargs)
+
+
+def accelerate(model: nn.Module, cfg) -> nn.Module:
+    """`model` with the fast paths of cfg.ACCELERATION: a module to call in its place.
+
+    On a CUDA device: the fused mask losses are installed in the model's criterion
+    (FUSED_MASK_LOSSES), and a MaskFormer is wrapped in AcceleratedMaskFormer for CUDA graphs
+    (TRAIN_CUDA_GRAPH, TEST_CUDA_GRAPH, CUDA_GRAPH_MAX_SHAPES) and compilation (COMPILE). Elsewhere,
+    or with ACCELERATION.ENABLED False, `model` itself is returned. Keep `model` for checkpoints.
+    """
+    accel = cfg.ACCELERATION
+    if not _on_cuda(cfg):
+        return model
+    if accel.FUSED_MASK_LOSSES and hasattr(getattr(model, "criterion", None), "mask_losses"):
+        model.criterion.mask_losses = FusedMaskLosses()
+    wants_network_paths = accel.TRAIN_CUDA_GRAPH or accel.TEST_CUDA_GRAPH or accel.COMPILE
+    if not wants_network_paths:
+        return model
+    if not isinstance(model, MaskFormer) or type(model).forward is not MaskFormer.forward:
+        # The wrapper re-runs MaskFormer.forward's steps; another forward would be bypassed.
+        logger.info(f"ACCELERATION: {type(model).__name__} does not use MaskFormer's forward; "
+                    "its network runs without CUDA graphs or compilation.")
+        return model
+    return AcceleratedMaskFormer(
+        model, train_cuda_graph=accel.TRAIN_CUDA_GRAPH, test_cuda_graph=accel.TEST_CUDA_GRAPH,
+        max_shapes=accel.CUDA_GRAPH_MAX_SHAPES, compile_network=accel.COMPILE,
+    )
+
+
+def pin_batches(loader: Iterable, cfg) -> Iterable:
+    """The training loader with its batches pinned in a background thread (PINNED_BATCHES), so
+    that copying them to the GPU never waits for the running step; `loader` itself elsewhere."""
+    if _on_cuda(cfg) and cfg.ACCELERATION.PINNED_BATCHES:
+        return PinnedBatches(loader)
+    return loader
+
+
+def fused_optimizer(cfg) -> bool:
+    """Whether the optimizer should use its fused CUDA kernel (FUSED_OPTIMIZER): AdamW then
+    updates every parameter of a group in a couple of launches instead of a dozen per group."""
+    return _on_cuda(cfg) and cfg.ACCELERATION.FUSED_OPTIMIZER
