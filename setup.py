@@ -5,6 +5,8 @@ setup(
     name="mask_former",
     version="0.1.0",
     description="MaskFormer (per-pixel classification is not all you need) as a Detectron2 project",
+    license="Apache-2.0",
+    license_files=["LICENSE"],
     packages=find_packages(include=["mask_former", "mask_former.*"]),
     python_requires=">=3.10",
     install_requires=[
