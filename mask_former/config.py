@@ -38,8 +38,19 @@ def add_mask_former_config(cfg: CN) -> None:
     # losses
     cfg.MODEL.MASK_FORMER.DEEP_SUPERVISION = True
     cfg.MODEL.MASK_FORMER.NO_OBJECT_WEIGHT = 0.1
+    cfg.MODEL.MASK_FORMER.CLASS_WEIGHT = 1.0
     cfg.MODEL.MASK_FORMER.DICE_WEIGHT = 1.0
     cfg.MODEL.MASK_FORMER.MASK_WEIGHT = 20.0
+    # Points per mask for Mask2Former's point-sampled matching and mask losses (its configs set
+    # 12544 = 112 * 112). 0, the default here, selects MaskFormer's focal + dice losses on whole
+    # masks, so that the official MaskFormer configs, which do not have the key, train as they did;
+    # Mask2Former's own default is 112 * 112.
+    cfg.MODEL.MASK_FORMER.TRAIN_NUM_POINTS = 0
+    # Point-sampled mask losses: TRAIN_NUM_POINTS * OVERSAMPLE_RATIO random candidates, of which
+    # TRAIN_NUM_POINTS * IMPORTANCE_SAMPLE_RATIO with the most uncertain predictions are kept and
+    # the rest drawn uniformly (PointRend's k and beta).
+    cfg.MODEL.MASK_FORMER.OVERSAMPLE_RATIO = 3.0
+    cfg.MODEL.MASK_FORMER.IMPORTANCE_SAMPLE_RATIO = 0.75
     # transformer decoder
     cfg.MODEL.MASK_FORMER.NHEADS = 8
     cfg.MODEL.MASK_FORMER.DROPOUT = 0.1
@@ -59,6 +70,10 @@ def add_mask_former_config(cfg: CN) -> None:
     cfg.MODEL.MASK_FORMER.ENFORCE_INPUT_PROJ = False
     # inference
     cfg.MODEL.MASK_FORMER.TEST = CN()
+    # Which outputs inference returns, in any combination: "sem_seg", "panoptic_seg",
+    # "instances" (TEST.DETECTIONS_PER_IMAGE of them).
+    cfg.MODEL.MASK_FORMER.TEST.SEMANTIC_ON = True
+    cfg.MODEL.MASK_FORMER.TEST.INSTANCE_ON = False
     cfg.MODEL.MASK_FORMER.TEST.PANOPTIC_ON = False
     cfg.MODEL.MASK_FORMER.TEST.OBJECT_MASK_THRESHOLD = 0.0
     cfg.MODEL.MASK_FORMER.TEST.OVERLAP_THRESHOLD = 0.0

@@ -12,17 +12,25 @@ from detectron2.structures import ImageList
 from torch import nn
 
 from .modeling.criterion import SetCriterion
-from .modeling.postprocessing import crop_and_resize, panoptic_inference, semantic_inference
+from .modeling.postprocessing import (
+    crop_and_resize,
+    instance_inference,
+    panoptic_inference,
+    semantic_inference,
+)
 
 
 @META_ARCH_REGISTRY.register()
 class MaskFormer(nn.Module):
-    """Mask classification for semantic and panoptic segmentation (Cheng et al., NeurIPS 2021).
+    """Mask classification for semantic, panoptic and instance segmentation: MaskFormer (Cheng et
+    al., NeurIPS 2021) and Mask2Former (Cheng et al., CVPR 2022), which differ in their head's
+    parts and their criterion, not here.
 
     Input: detectron2's list of dicts with "image" (C, H, W) in 0-255, optional "height"/"width"
     for the output size, and in training "instances" with `gt_classes` (M,) and `gt_masks`
-    (M, H, W). Training returns the weighted loss dict; inference returns per image
-    {"sem_seg": (K, height, width)} plus {"panoptic_seg": (id map, segments_info)} with panoptic on.
+    (M, H, W). Training returns the weighted loss dict; inference returns per image what is on:
+    {"sem_seg": (K, height, width)}, {"panoptic_seg": (id map, segments_info)},
+    {"instances": Instances}.
 
     `forward` runs four steps, each a method: `preprocess_images` (normalise, pad), `network`
     (backbone + head: everything that sees pixels), then `losses` or `inference`.
@@ -35,7 +43,6 @@ class MaskFormer(nn.Module):
         backbone: Backbone,
         sem_seg_head: nn.Module,
         criterion: nn.Module,
-        panoptic_on: bool,
         object_mask_threshold: float,
         overlap_threshold: float,
         metadata,
@@ -43,6 +50,11 @@ class MaskFormer(nn.Module):
         sem_seg_postprocess_before_inference: bool,
         pixel_mean: Tuple[float, ...],
         pixel_std: Tuple[float, ...],
+        semantic_on: bool = True,
+        panoptic_on: bool = False,
+        instance_on: bool = False,
+        test_topk_per_image: int = 100,
+        panoptic_within_masks: bool = False,
     ):
         """
         Args:
@@ -50,7 +62,6 @@ class MaskFormer(nn.Module):
             sem_seg_head: maps the backbone's features to {"pred_logits", "pred_masks",
                 "aux_outputs"} (MaskFormerHead).
             criterion: the set criterion (SetCriterion), with its `weight_dict`.
-            panoptic_on: also return "panoptic_seg" in inference.
             object_mask_threshold, overlap_threshold: panoptic inference's thresholds.
             metadata: the training dataset's metadata; panoptic inference reads its
                 `thing_dataset_id_to_contiguous_id`.
@@ -58,14 +69,28 @@ class MaskFormer(nn.Module):
             sem_seg_postprocess_before_inference: resize the mask logits to the output size
                 before marginalising (needed for panoptic inference), instead of after.
             pixel_mean, pixel_std: per-channel normalisation, in the input's channel order.
+            semantic_on, panoptic_on, instance_on: which outputs inference returns.
+            test_topk_per_image: instance inference keeps this many (query, class) pairs.
+            panoptic_within_masks: Mask2Former's panoptic rule: a segment keeps only the pixels
+                inside its own mask (see postprocessing.panoptic_inference).
         """
         super().__init__()
         self.backbone = backbone
         self.sem_seg_head = sem_seg_head
         self.criterion = criterion
         self.overlap_threshold = overlap_threshold
-        self.panoptic_on = panoptic_on
         self.object_mask_threshold = object_mask_threshold
+        if not (semantic_on or panoptic_on or instance_on):
+            raise ValueError("MaskFormer: no output is on; set one of MODEL.MASK_FORMER.TEST."
+                             "SEMANTIC_ON, PANOPTIC_ON, INSTANCE_ON")
+        if (panoptic_on or instance_on or not semantic_on) and not sem_seg_postprocess_before_inference:
+            raise ValueError("MaskFormer: panoptic, instance and semantic-off inference need "
+                             "sem_seg_postprocess_before_inference")
+        self.semantic_on = semantic_on
+        self.panoptic_on = panoptic_on
+        self.instance_on = instance_on
+        self.test_topk_per_image = test_topk_per_image
+        self.panoptic_within_masks = panoptic_within_masks
         self.metadata = metadata
         if size_divisibility < 0:
             size_divisibility = self.backbone.size_divisibility
@@ -78,21 +103,27 @@ class MaskFormer(nn.Module):
     def from_config(cls, cfg):
         backbone = build_backbone(cfg)
         sem_seg_head = build_sem_seg_head(cfg, backbone.output_shape())
+        test = cfg.MODEL.MASK_FORMER.TEST
         return {
             "backbone": backbone,
             "sem_seg_head": sem_seg_head,
             "criterion": SetCriterion(cfg, sem_seg_head.num_classes),
-            "panoptic_on": cfg.MODEL.MASK_FORMER.TEST.PANOPTIC_ON,
-            "object_mask_threshold": cfg.MODEL.MASK_FORMER.TEST.OBJECT_MASK_THRESHOLD,
-            "overlap_threshold": cfg.MODEL.MASK_FORMER.TEST.OVERLAP_THRESHOLD,
+            "object_mask_threshold": test.OBJECT_MASK_THRESHOLD,
+            "overlap_threshold": test.OVERLAP_THRESHOLD,
             "metadata": MetadataCatalog.get(cfg.DATASETS.TRAIN[0]) if cfg.DATASETS.TRAIN else None,
             "size_divisibility": cfg.MODEL.MASK_FORMER.SIZE_DIVISIBILITY,
             "sem_seg_postprocess_before_inference": (
-                cfg.MODEL.MASK_FORMER.TEST.SEM_SEG_POSTPROCESSING_BEFORE_INFERENCE
-                or cfg.MODEL.MASK_FORMER.TEST.PANOPTIC_ON
+                test.SEM_SEG_POSTPROCESSING_BEFORE_INFERENCE or test.PANOPTIC_ON
+                or test.INSTANCE_ON or not test.SEMANTIC_ON
             ),
             "pixel_mean": cfg.MODEL.PIXEL_MEAN,
             "pixel_std": cfg.MODEL.PIXEL_STD,
+            "semantic_on": test.SEMANTIC_ON,
+            "panoptic_on": test.PANOPTIC_ON,
+            "instance_on": test.INSTANCE_ON,
+            "test_topk_per_image": cfg.TEST.DETECTIONS_PER_IMAGE,
+            # Mask2Former's recipe (point-sampled training) comes with its panoptic rule.
+            "panoptic_within_masks": cfg.MODEL.MASK_FORMER.TRAIN_NUM_POINTS > 0,
         }
 
     @property
@@ -152,7 +183,7 @@ class MaskFormer(nn.Module):
         return targets
 
     def inference(self, outputs: dict, batched_inputs: List[dict], images: ImageList) -> List[dict]:
-        """Per image {"sem_seg": (K, height, width)} (and "panoptic_seg"), see postprocessing.py."""
+        """Per image the outputs that are on (see postprocessing.py)."""
         mask_cls_results = outputs["pred_logits"]
         # Upsample to the padded input size; each image is cropped to its own size afterwards.
         mask_pred_results = F.interpolate(outputs["pred_masks"], size=images.tensor.shape[-2:],
@@ -160,7 +191,8 @@ class MaskFormer(nn.Module):
         output_sizes = [(x.get("height", size[0]), x.get("width", size[1]))
                         for x, size in zip(batched_inputs, images.image_sizes)]
         if not self.sem_seg_postprocess_before_inference:
-            # The official order (marginalise, then crop and resize), for the batch at once.
+            # Semantic only, in the official order (marginalise, then crop and resize), for the
+            # batch at once.
             sem_segs = semantic_inference(mask_cls_results, mask_pred_results)
             return [{"sem_seg": crop_and_resize(sem_seg, image_size, *output_size)}
                     for sem_seg, image_size, output_size
@@ -170,11 +202,19 @@ class MaskFormer(nn.Module):
             mask_cls_results, mask_pred_results, images.image_sizes, output_sizes
         ):
             mask_pred = crop_and_resize(mask_pred, image_size, *output_size)
-            result = {"sem_seg": semantic_inference(mask_cls, mask_pred)}
+            mask_cls = mask_cls.to(mask_pred)
+            result = {}
+            if self.semantic_on:
+                result["sem_seg"] = semantic_inference(mask_cls, mask_pred)
             if self.panoptic_on:
                 result["panoptic_seg"] = panoptic_inference(
                     mask_cls, mask_pred, self.thing_ids, self.object_mask_threshold,
-                    self.overlap_threshold,
+                    self.overlap_threshold, within_masks=self.panoptic_within_masks,
+                )
+            if self.instance_on:
+                result["instances"] = instance_inference(
+                    mask_cls, mask_pred, self.test_topk_per_image,
+                    thing_ids=self.thing_ids if self.panoptic_on else None,
                 )
             processed.append(result)
         return processed

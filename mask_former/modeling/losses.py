@@ -21,6 +21,13 @@ def dice_loss(inputs: torch.Tensor, targets: torch.Tensor, num_masks: float) -> 
     return loss.sum(-1) / num_masks
 
 
+def sigmoid_ce_loss(inputs: torch.Tensor, targets: torch.Tensor, num_masks: float) -> torch.Tensor:
+    """Sigmoid cross-entropy averaged over P points, summed over N pairs, divided by num_masks
+    (Mask2Former's mask loss). inputs, targets: (..., N, P). Returns (...)."""
+    loss = F.binary_cross_entropy_with_logits(inputs, targets, reduction="none")
+    return loss.mean(-1).sum(-1) / num_masks
+
+
 def sigmoid_focal_loss(inputs: torch.Tensor, targets: torch.Tensor, num_masks: float,
                        alpha: float = FOCAL_ALPHA, gamma: float = FOCAL_GAMMA) -> torch.Tensor:
     """Focal loss (RetinaNet) averaged over P pixels, summed over N pairs, divided by num_masks.
@@ -38,11 +45,21 @@ def sigmoid_focal_loss(inputs: torch.Tensor, targets: torch.Tensor, num_masks: f
 
 
 def pairwise_dice_cost(inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Dice loss of every prediction against every target: (N, P), (M, P) -> (N, M)."""
+    """Dice loss of every prediction against every target: (..., N, P), (..., M, P) -> (..., N, M)."""
     probs = inputs.sigmoid()
-    numerator = 2 * probs @ targets.T
-    denominator = probs.sum(-1)[:, None] + targets.sum(-1)[None, :]
+    numerator = 2 * probs @ targets.transpose(-1, -2)
+    denominator = probs.sum(-1)[..., :, None] + targets.sum(-1)[..., None, :]
     return 1 - (numerator + 1) / (denominator + 1)
+
+
+def pairwise_sigmoid_ce_cost(inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Point-averaged sigmoid cross-entropy of every prediction against every target:
+    (..., N, P), (..., M, P) -> (..., N, M), expanded over target values 1 and 0 as two matrix
+    products (Mask2Former's matching cost)."""
+    pos = F.binary_cross_entropy_with_logits(inputs, torch.ones_like(inputs), reduction="none")
+    neg = F.binary_cross_entropy_with_logits(inputs, torch.zeros_like(inputs), reduction="none")
+    loss = pos @ targets.transpose(-1, -2) + neg @ (1 - targets).transpose(-1, -2)
+    return loss / inputs.shape[-1]
 
 
 def pairwise_focal_cost(inputs: torch.Tensor, targets: torch.Tensor, alpha: float = FOCAL_ALPHA,

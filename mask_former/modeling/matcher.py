@@ -1,55 +1,83 @@
-"""Hungarian matching of predicted masks to ground-truth segments."""
-from typing import Dict, List, Tuple
+"""Hungarian matching of predicted masks to ground-truth segments (DETR's matcher, with mask costs)."""
+from typing import Dict, List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
+from detectron2.config import configurable
+from detectron2.projects.point_rend.point_features import point_sample
 from scipy.optimize import linear_sum_assignment
 from torch import nn
 
-from .losses import pairwise_dice_cost, pairwise_focal_cost
+from .losses import pairwise_dice_cost, pairwise_focal_cost, pairwise_sigmoid_ce_cost
+
+# Per layer, per image: (query indices, target indices), each int64 of length min(Q, M).
+Matches = List[Tuple[torch.Tensor, torch.Tensor]]
 
 
 class HungarianMatcher(nn.Module):
-    """One-to-one assignment of queries to targets minimising class + focal + dice costs.
+    """One-to-one assignment of queries to targets minimising class + mask + dice costs.
 
-    Targets are downsampled (nearest) to the prediction resolution before computing costs.
-    The costs of the whole batch are computed on the predictions' device in a few large kernels
-    and brought to the host in one transfer; only the assignment itself runs on the CPU.
+    The class cost is -p(target class). The mask costs come in two kinds:
+      - num_points == 0 (MaskFormer): focal and dice costs on whole masks, the targets
+        downsampled (nearest) to the prediction resolution;
+      - num_points > 0 (Mask2Former): sigmoid cross-entropy and dice costs on `num_points`
+        uniformly random points shared by all masks of an image (`point_coords`).
+    The costs of the whole batch (and of several decoder layers, `match_layers`) are computed on
+    the predictions' device and brought to the host in one transfer; only the assignment itself
+    runs on the CPU.
     """
 
-    def __init__(self, cost_class: float = 1.0, cost_mask: float = 1.0, cost_dice: float = 1.0):
+    @configurable
+    def __init__(self, cost_class: float = 1.0, cost_mask: float = 1.0, cost_dice: float = 1.0,
+                 num_points: int = 0):
         super().__init__()
         if cost_class == 0 and cost_mask == 0 and cost_dice == 0:
             raise ValueError("HungarianMatcher: all costs are 0")
         self.cost_class = cost_class
         self.cost_mask = cost_mask
         self.cost_dice = cost_dice
+        self.num_points = num_points
+
+    @classmethod
+    def from_config(cls, cfg):
+        mf = cfg.MODEL.MASK_FORMER
+        return {"cost_class": mf.CLASS_WEIGHT, "cost_mask": mf.MASK_WEIGHT,
+                "cost_dice": mf.DICE_WEIGHT, "num_points": mf.TRAIN_NUM_POINTS}
 
     @torch.no_grad()
-    def forward(self, outputs: Dict[str, torch.Tensor],
-                targets: List[Dict[str, torch.Tensor]]) -> List[Tuple[torch.Tensor, torch.Tensor]]:
-        """outputs: "pred_logits" (B, Q, K+1), "pred_masks" (B, Q, h, w);
-        targets: per image "labels" (M,) and "masks" (M, H, W).
+    def forward(self, outputs: Dict[str, torch.Tensor], targets: List[Dict[str, torch.Tensor]],
+                point_coords: Optional[torch.Tensor] = None) -> Matches:
+        """outputs: "pred_logits" (B, Q, K+1), "pred_masks" (B, Q, h, w); targets: per image
+        "labels" (M,) and "masks" (M, H, W); point_coords: (B, P, 2) in [0, 1] with num_points.
 
         Returns per image (query indices, target indices), each int64 of length min(Q, M).
         """
-        return self.match_layers([outputs], targets)[0]
+        coords = None if point_coords is None else point_coords[None]
+        return self.match_layers([outputs], targets, coords)[0]
 
     @torch.no_grad()
     def match_layers(self, layer_outputs: List[Dict[str, torch.Tensor]],
-                     targets: List[Dict[str, torch.Tensor]]) -> List[List[Tuple[torch.Tensor, torch.Tensor]]]:
-        """Matches the outputs of several decoder layers against the same targets at once.
+                     targets: List[Dict[str, torch.Tensor]],
+                     point_coords: Optional[torch.Tensor] = None) -> List[Matches]:
+        """Matches the outputs of L decoder layers against the same targets at once.
 
-        The costs of all layers, images and targets are one (L*B*Q, sum M) matrix computed in a
-        few large kernels and brought to the host in one transfer; only the assignments run on
-        the CPU. Returns, per layer, what `forward` returns.
+        point_coords: (L, B, P, 2), each image's points in each layer (num_points > 0 only).
+        Returns, per layer, what `forward` returns.
         """
         num_layers = len(layer_outputs)
         batch_size, num_queries = layer_outputs[0]["pred_logits"].shape[:2]
         sizes = [len(t["labels"]) for t in targets]
-        stacked = {key: torch.cat([o[key] for o in layer_outputs]) for key in ("pred_logits", "pred_masks")}
-        cost = self._cost_matrix(stacked, targets)
-        cost = cost.view(num_layers, batch_size, num_queries, sum(sizes)).cpu()
+        logits = torch.stack([o["pred_logits"] for o in layer_outputs]).float()  # (L, B, Q, K+1)
+        masks = torch.stack([o["pred_masks"] for o in layer_outputs]).float()  # (L, B, Q, h, w)
+        if self.num_points > 0 and point_coords is None:
+            raise ValueError("HungarianMatcher with num_points > 0 needs point_coords")
+        # float32 costs also under autocast: near-equal costs decide the assignment
+        with torch.autocast(masks.device.type, enabled=False):
+            if self.num_points > 0:
+                cost = self._point_costs(logits, masks, targets, point_coords)
+            else:
+                cost = self._mask_costs(logits, masks, targets)
+        cost = cost.cpu()  # (L, B, Q, sum M): the one transfer
         matches = []
         for layer_cost in cost:
             layer_matches = []
@@ -60,28 +88,48 @@ class HungarianMatcher(nn.Module):
             matches.append(layer_matches)
         return matches
 
-    def _cost_matrix(self, outputs: Dict[str, torch.Tensor],
-                     targets: List[Dict[str, torch.Tensor]]) -> torch.Tensor:
-        """(N*Q, sum M) costs of every query against every target of the batch.
+    def _class_cost(self, logits: torch.Tensor, targets) -> torch.Tensor:
+        """(L, B, Q, K+1) -> (L, B, Q, sum M): -p(class of each target of the batch)."""
+        labels = torch.cat([t["labels"] for t in targets])
+        return -logits.softmax(-1)[..., labels]
 
-        outputs hold N = (layers x) B images' predictions; target masks are shared by all.
-        """
-        logits = outputs["pred_logits"].float().flatten(0, 1)  # (B*Q, K+1)
-        masks = outputs["pred_masks"].float()  # (B, Q, h, w)
-        labels = torch.cat([t["labels"] for t in targets]).to(logits.device)
-        tgt_masks = torch.cat([
+    def _mask_costs(self, logits: torch.Tensor, masks: torch.Tensor, targets) -> torch.Tensor:
+        """MaskFormer's costs of every query against every target of the batch, (L, B, Q, sum M)."""
+        shape = (*masks.shape[:3], -1)
+        tgt = torch.cat([
             F.interpolate(t["masks"].to(masks)[:, None], size=masks.shape[-2:], mode="nearest")[:, 0]
             for t in targets
-        ])  # (sum M, h, w)
-        pred = masks.flatten(0, 1).flatten(1)
-        tgt = tgt_masks.flatten(1)
-        cost_class = -logits.softmax(-1)[:, labels]
+        ]).flatten(1)  # (sum M, h * w)
+        pred = masks.flatten(3).flatten(0, 2)  # (L * B * Q, h * w)
         return (
-            self.cost_mask * pairwise_focal_cost(pred, tgt)
-            + self.cost_class * cost_class
-            + self.cost_dice * pairwise_dice_cost(pred, tgt)
+            self.cost_mask * pairwise_focal_cost(pred, tgt).view(shape)
+            + self.cost_class * self._class_cost(logits, targets)
+            + self.cost_dice * pairwise_dice_cost(pred, tgt).view(shape)
         )
+
+    def _point_costs(self, logits: torch.Tensor, masks: torch.Tensor, targets,
+                     point_coords: torch.Tensor) -> torch.Tensor:
+        """Mask2Former's costs on each image's random points, (L, B, Q, sum M); the blocks of an
+        image against another image's targets (never read) are left at 0."""
+        num_layers, batch_size, num_queries = masks.shape[:3]
+        # All queries of a layer and image read the same points: queries as channels.
+        pred = point_sample(masks.flatten(0, 1), point_coords.flatten(0, 1).to(masks),
+                            align_corners=False).view(num_layers, batch_size, num_queries, -1)
+        class_cost = self._class_cost(logits, targets)
+        cost = torch.zeros_like(class_cost)
+        start = 0
+        for b, t in enumerate(targets):
+            end = start + len(t["labels"])
+            if end > start:
+                tgt_masks = t["masks"].to(masks)[None].expand(num_layers, -1, -1, -1)
+                tgt = point_sample(tgt_masks, point_coords[:, b].to(masks), align_corners=False)
+                cost[:, b, :, start:end] = (  # (L, Q, M_b), summed in the official order
+                    self.cost_mask * pairwise_sigmoid_ce_cost(pred[:, b], tgt)
+                    + self.cost_class * class_cost[:, b, :, start:end]
+                    + self.cost_dice * pairwise_dice_cost(pred[:, b], tgt))
+            start = end
+        return cost
 
     def __repr__(self):
         return (f"HungarianMatcher(cost_class={self.cost_class}, cost_mask={self.cost_mask}, "
-                f"cost_dice={self.cost_dice})")
+                f"cost_dice={self.cost_dice}, num_points={self.num_points})")
