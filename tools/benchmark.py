@@ -37,7 +37,6 @@ from detectron2.config import get_cfg  # noqa: E402
 from detectron2.modeling import build_model  # noqa: E402
 from detectron2.structures import Instances  # noqa: E402
 
-import mask_former  # noqa: E402
 from mask_former import add_mask_former_config  # noqa: E402
 from mask_former.engine import accelerate, fused_optimizer, pin_batch, pin_batches  # noqa: E402
 from mask_former.solver import build_optimizer  # noqa: E402
@@ -63,6 +62,8 @@ def parse_args(argv=None):
     parser.add_argument("--datasets-root", default=os.environ.get("DETECTRON2_DATASETS", "datasets"))
     parser.add_argument("--loader-dataset", default="camvid_sem_seg_train")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--label", default="working tree",
+                        help="what code this is (a commit, 'before', ...), recorded as \"code\"")
     parser.add_argument("--channels-last", action="store_true",
                         help="convolutions in channels-last memory format")
     parser.add_argument("--cudnn-benchmark", action="store_true",
@@ -295,7 +296,7 @@ def main(argv=None) -> List[Dict]:
         for precision in args.precision:
             result = {"case": case, "precision": precision, "config": args.config_file,
                       "device": device_name, "torch": torch.__version__,
-                      "code": os.path.dirname(os.path.dirname(mask_former.__file__)),
+                      "code": args.label,
                       "options": [o for o in ("channels_last", "cudnn_benchmark", "tf32", "no_cuda_graph", "compile")
                                   if getattr(args, o)]}
             result.update(run_case(case, precision, cfg, args))
