@@ -19,7 +19,9 @@ from mask_former.modeling import (
 from mask_former.modeling.transformer_decoder.mask2former_transformer_decoder import (
     masked_attention_mask,
 )
+from mask_former.modeling.transformer_decoder.transformer import MultiheadAttention
 
+from helpers import relative_error
 from tiny_models import tiny_batch, tiny_config
 
 CONFIGS = Path(__file__).resolve().parent / "data" / "mask2former_configs"
@@ -182,6 +184,24 @@ def test_masked_cross_attention_stays_inside_the_previous_masks():
     assert torch.count_nonzero(w[~allowed]) == 0
     assert bool((w[allowed] > 0).all())
     torch.testing.assert_close(w.sum((-2, -1)), torch.ones(2, 4))
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_masked_attention_on_gpu_matches_cpu():
+    """The GPU path (scaled_dot_product_attention with a mask) against the CPU one
+    (nn.MultiheadAttention's order), with an attention mask per query and key padding."""
+    torch.manual_seed(0)
+    attention = MultiheadAttention(32, 4)
+    query, key, value = torch.randn(2, 7, 32), torch.randn(2, 50, 32), torch.randn(2, 50, 32)
+    attn_mask = torch.rand(2, 7, 50) < 0.7
+    attn_mask[:, :, 0] = False  # every query keeps a key
+    key_padding_mask = torch.zeros(2, 50, dtype=torch.bool)
+    key_padding_mask[1, 40:] = True
+    cpu = attention(query, key, value, key_padding_mask, attn_mask)
+    gpu = attention.cuda()(query.cuda(), key.cuda(), value.cuda(), key_padding_mask.cuda(),
+                           attn_mask.cuda())
+    assert relative_error(gpu.cpu(), cpu) < 1e-5
 
 
 def tiny_mask2former_config():
