@@ -10,6 +10,14 @@ def relative_error(actual: torch.Tensor, expected: torch.Tensor) -> float:
     return ((actual - expected).norm() / expected.norm().clamp_min(1e-12)).item()
 
 
+def assert_relative_close(actual: torch.Tensor, expected: torch.Tensor, what: str,
+                          tolerance: float) -> None:
+    """Same shape, and a relative error (of the L2 norm) of at most `tolerance`."""
+    assert actual.shape == expected.shape, f"{what}: shape {actual.shape} != {expected.shape}"
+    err = relative_error(actual, expected)
+    assert err <= tolerance, f"{what}: relative error {err:.2e} > {tolerance}"
+
+
 def config_from_yaml(text: str) -> CfgNode:
     """A MaskFormer config with `text` (a dumped config) merged in."""
     cfg = get_cfg()

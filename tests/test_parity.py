@@ -9,7 +9,7 @@ from detectron2.modeling import build_model
 from detectron2.modeling.postprocessing import sem_seg_postprocess
 
 from conftest import shared_path
-from helpers import config_from_yaml, relative_error
+from helpers import assert_relative_close, config_from_yaml
 
 TOLERANCE = 1e-4
 FIXTURES = ["semantic_r50_tiny", "panoptic_r50_tiny_encoder"]
@@ -60,9 +60,7 @@ def near_tie_pixels(model, cfg, batch, index, rel=TOLERANCE):
 
 
 def assert_close(actual, expected, what):
-    assert actual.shape == expected.shape, f"{what}: shape {actual.shape} != {expected.shape}"
-    err = relative_error(actual, expected)
-    assert err <= TOLERANCE, f"{what}: relative error {err:.2e} > {TOLERANCE}"
+    assert_relative_close(actual, expected, what, TOLERANCE)
 
 
 def test_state_dict_round_trip_has_official_names(model_and_cfg, reference):

@@ -223,3 +223,35 @@ def test_frozen_stages():
     assert not model.layers[0].training
     assert all(p.requires_grad for p in model.layers[1].parameters())
     assert model.layers[1].training
+
+
+def test_activation_checkpointing_gives_the_same_loss_and_gradients():
+    """MODEL.SWIN.USE_CHECKPOINT: each block runs again in the backward pass (stochastic depth
+    draws the same numbers there), and loss and gradients are those without it."""
+    results = {}
+    for use_checkpoint in (False, True):
+        backbone = build_tiny(seed=0, DROP_PATH_RATE=0.3, USE_CHECKPOINT=use_checkpoint).train()
+        calls = []
+        for layer in backbone.layers:
+            for block in layer.blocks:
+                # A pre-hook: the recomputation stops as soon as it has what backward needs.
+                block.register_forward_pre_hook(lambda module, args: calls.append(module))
+        torch.manual_seed(1)
+        images = torch.randn(2, 3, 38, 45)
+        loss = sum(feature.square().mean() for feature in backbone(images).values())
+        loss.backward()
+        grads = {name: p.grad.clone() for name, p in backbone.named_parameters()}
+        results[use_checkpoint] = loss.detach(), grads, len(calls)
+    (loss, grads, calls), (loss_ckpt, grads_ckpt, calls_ckpt) = results[False], results[True]
+    assert calls == sum(DEPTHS) and calls_ckpt == 2 * sum(DEPTHS)
+    assert torch.equal(loss, loss_ckpt)
+    for name, grad in grads.items():
+        torch.testing.assert_close(grads_ckpt[name], grad, rtol=1e-6, atol=1e-9, msg=name)
+
+
+def test_activation_checkpointing_is_off_in_eval():
+    backbone = build_tiny(USE_CHECKPOINT=True).eval()
+    calls = []
+    backbone.layers[0].blocks[0].register_forward_pre_hook(lambda *args: calls.append(1))
+    sum(f.sum() for f in backbone(torch.randn(1, 3, 32, 32)).values()).backward()
+    assert calls == [1]  # not run again in the backward pass

@@ -371,7 +371,8 @@ class BasicLayer(nn.Module):
         window_size: window side; odd blocks shift by ``window_size // 2``.
         drop_path: one stochastic depth rate for all blocks, or one per block.
         downsample: a :class:`PatchMerging`-like class applied at the end, or None.
-        use_checkpoint: recompute each block in the backward pass to save memory.
+        use_checkpoint: in training, recompute each block in the backward pass instead of
+            storing its activations (torch.utils.checkpoint; same results, less memory).
         Other arguments: see :class:`SwinTransformerBlock`.
     """
 
@@ -398,6 +399,12 @@ class BasicLayer(nn.Module):
         ])
         self.downsample = downsample(dim=dim, norm_layer=norm_layer) if downsample else None
 
+    @staticmethod
+    def _run_block(block: "SwinTransformerBlock", x: torch.Tensor, attn_mask: torch.Tensor,
+                   H: int, W: int) -> torch.Tensor:
+        block.H, block.W = H, W
+        return block(x, attn_mask)
+
     def forward(self, x: torch.Tensor, H: int, W: int
                 ) -> Tuple[torch.Tensor, int, int, torch.Tensor, int, int]:
         """
@@ -413,11 +420,13 @@ class BasicLayer(nn.Module):
         attn_mask = shifted_window_attention_mask(Hp, Wp, ws, self.shift_size,
                                                   device=x.device, dtype=x.dtype)
         for block in self.blocks:
-            block.H, block.W = H, W
-            if self.use_checkpoint and x.requires_grad:
-                x = torch.utils.checkpoint.checkpoint(block, x, attn_mask, use_reentrant=False)
+            if self.use_checkpoint and self.training and torch.is_grad_enabled():
+                # The recomputation in the backward pass calls _run_block again with the same
+                # H, W, whatever ran in between.
+                x = torch.utils.checkpoint.checkpoint(self._run_block, block, x, attn_mask, H, W,
+                                                      use_reentrant=False)
             else:
-                x = block(x, attn_mask)
+                x = self._run_block(block, x, attn_mask, H, W)
         if self.downsample is None:
             return x, H, W, x, H, W
         return x, H, W, self.downsample(x, H, W), (H + 1) // 2, (W + 1) // 2
@@ -639,6 +648,7 @@ class D2SwinTransformer(SwinTransformer, Backbone):
             norm_layer=nn.LayerNorm,
             ape=swin.APE,
             patch_norm=swin.PATCH_NORM,
+            use_checkpoint=swin.USE_CHECKPOINT,
         )
         stage_names = [f"res{i + 2}" for i in range(self.num_layers)]
         patch_stride = _pair(swin.PATCH_SIZE)[0]

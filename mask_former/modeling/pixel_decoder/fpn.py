@@ -25,6 +25,22 @@ logger = logging.getLogger(__name__)
 NUM_MULTI_SCALE_LEVELS = 3
 
 
+def fpn_lateral_conv(in_channels: int, out_channels: int, norm: Optional[str]) -> Conv2d:
+    """An FPN lateral 1x1 conv (`adapter_{i}`), with a bias only without norm."""
+    conv = Conv2d(in_channels, out_channels, kernel_size=1, bias=norm == "",
+                  norm=get_norm(norm, out_channels))
+    weight_init.c2_xavier_fill(conv)
+    return conv
+
+
+def fpn_output_conv(in_channels: int, out_channels: int, norm: Optional[str]) -> Conv2d:
+    """An FPN output 3x3 conv + norm + ReLU (`layer_{i}`), with a bias only without norm."""
+    conv = Conv2d(in_channels, out_channels, kernel_size=3, stride=1, padding=1,
+                  bias=norm == "", norm=get_norm(norm, out_channels), activation=F.relu)
+    weight_init.c2_xavier_fill(conv)
+    return conv
+
+
 @PIXEL_DECODER_REGISTRY.register()
 class BasePixelDecoder(nn.Module):
     """FPN-style top-down decoder (GroupNorm by default) ending in a 3x3 conv to mask_dim.
@@ -43,20 +59,17 @@ class BasePixelDecoder(nn.Module):
         ordered = sorted(input_shape.items(), key=lambda kv: kv[1].stride)
         self.in_features = [name for name, _ in ordered]  # high to low resolution
         feature_channels = [shape.channels for _, shape in ordered]
-        use_bias = norm == ""
 
         lateral_convs, output_convs = [], []
         for idx, in_channels in enumerate(feature_channels):
             is_lowest_resolution = idx == len(feature_channels) - 1
             if is_lowest_resolution:
                 lateral_conv = None
-                output_conv = self._conv3x3(in_channels, conv_dim, use_bias, norm)
+                output_conv = fpn_output_conv(in_channels, conv_dim, norm)
             else:
-                lateral_conv = Conv2d(in_channels, conv_dim, kernel_size=1, bias=use_bias,
-                                      norm=get_norm(norm, conv_dim))
-                weight_init.c2_xavier_fill(lateral_conv)
+                lateral_conv = fpn_lateral_conv(in_channels, conv_dim, norm)
                 self.add_module(f"adapter_{idx + 1}", lateral_conv)
-                output_conv = self._conv3x3(conv_dim, conv_dim, use_bias, norm)
+                output_conv = fpn_output_conv(conv_dim, conv_dim, norm)
             self.add_module(f"layer_{idx + 1}", output_conv)
             lateral_convs.append(lateral_conv)
             output_convs.append(output_conv)
@@ -67,13 +80,6 @@ class BasePixelDecoder(nn.Module):
         self.mask_dim = mask_dim
         self.mask_features = Conv2d(conv_dim, mask_dim, kernel_size=3, stride=1, padding=1)
         weight_init.c2_xavier_fill(self.mask_features)
-
-    @staticmethod
-    def _conv3x3(in_channels: int, out_channels: int, bias: bool, norm: Optional[str]) -> Conv2d:
-        conv = Conv2d(in_channels, out_channels, kernel_size=3, stride=1, padding=1, bias=bias,
-                      norm=get_norm(norm, out_channels), activation=F.relu)
-        weight_init.c2_xavier_fill(conv)
-        return conv
 
     @classmethod
     def from_config(cls, cfg, input_shape: Dict[str, ShapeSpec]):
@@ -144,7 +150,7 @@ class TransformerEncoderPixelDecoder(BasePixelDecoder):
         # The coarsest output conv now reads the encoder's conv_dim channels, not the backbone's.
         layer_name = f"layer_{len(self.in_features)}"
         delattr(self, layer_name)
-        output_conv = self._conv3x3(conv_dim, conv_dim, norm == "", norm)
+        output_conv = fpn_output_conv(conv_dim, conv_dim, norm)
         self.add_module(layer_name, output_conv)
         self.output_convs[0] = output_conv
 

@@ -128,3 +128,9 @@ class TransformerPredictor(nn.Module):
                     aux["pred_logits"] = logits
             out["aux_outputs"] = aux_outputs
         return out
+
+
+@TRANSFORMER_DECODER_REGISTRY.register()
+class StandardTransformerDecoder(TransformerPredictor):
+    """MaskFormer's decoder under the name Mask2Former's repository registers it as (same
+    parameters), so that Mask2Former configs naming it load."""

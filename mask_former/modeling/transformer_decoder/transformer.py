@@ -31,8 +31,11 @@ class MultiheadAttention(nn.Module):
         nn.init.zeros_(self.out_proj.bias)
 
     def forward(self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
-                key_padding_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """query: (B, Lq, C); key, value: (B, Lk, C); key_padding_mask: (B, Lk), True = ignore.
+                key_padding_mask: Optional[torch.Tensor] = None,
+                attn_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """query: (B, Lq, C); key, value: (B, Lk, C); key_padding_mask: (B, Lk) and attn_mask:
+        (B, Lq, Lk) or (B, heads, Lq, Lk), bool, True = must not attend (nn.MultiheadAttention's
+        convention). A query row must keep at least one key: a fully masked row gives NaN.
 
         Returns (B, Lq, C).
         """
@@ -41,27 +44,38 @@ class MultiheadAttention(nn.Module):
         q = self._split_heads(F.linear(query, w_q, b_q))
         k = self._split_heads(F.linear(key, w_k, b_k))
         v = self._split_heads(F.linear(value, w_v, b_v))
+        masked = self._merge_masks(key_padding_mask, attn_mask)
         dropout_p = self.dropout if self.training else 0.0
         if q.is_cuda:
-            attn_mask = None
-            if key_padding_mask is not None:
-                attn_mask = ~key_padding_mask[:, None, None, :]  # True = attend
-            out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=dropout_p)
+            out = F.scaled_dot_product_attention(
+                q, k, v, attn_mask=None if masked is None else ~masked, dropout_p=dropout_p)
         else:
-            out = self._reference_attention(q, k, v, key_padding_mask, dropout_p)
+            out = self._reference_attention(q, k, v, masked, dropout_p)
         batch, _, length, _ = out.shape
         return self.out_proj(out.transpose(1, 2).reshape(batch, length, self.embed_dim))
 
     @staticmethod
-    def _reference_attention(q, k, v, key_padding_mask, dropout_p):
+    def _merge_masks(key_padding_mask: Optional[torch.Tensor],
+                     attn_mask: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
+        """One bool mask broadcastable to (B, heads, Lq, Lk), True = must not attend, or None."""
+        if attn_mask is not None and attn_mask.dim() == 3:
+            attn_mask = attn_mask[:, None]  # the same mask for every head
+        if key_padding_mask is None:
+            return attn_mask
+        key_padding_mask = key_padding_mask[:, None, None, :]
+        return key_padding_mask if attn_mask is None else key_padding_mask | attn_mask
+
+    @staticmethod
+    def _reference_attention(q, k, v, masked, dropout_p):
         """softmax(q k^T / sqrt(d)) v in the operation order of nn.MultiheadAttention.
 
         Used off the GPU: on one machine it gives bit-identical results to the official
         implementation (nn.MultiheadAttention), where the CPU fused kernel rounds differently.
+        `masked`: bool, broadcastable to (B, heads, Lq, Lk), True = must not attend.
         """
         scores = (q * q.shape[-1] ** -0.5) @ k.transpose(-2, -1)
-        if key_padding_mask is not None:
-            scores = scores.masked_fill(key_padding_mask[:, None, None, :], float("-inf"))
+        if masked is not None:
+            scores = scores.masked_fill(masked, float("-inf"))
         weights = F.dropout(scores.softmax(-1), p=dropout_p)
         return weights @ v
 
@@ -69,6 +83,21 @@ class MultiheadAttention(nn.Module):
         """(B, L, C) -> (B, heads, L, C / heads)."""
         batch, length, _ = x.shape
         return x.view(batch, length, self.num_heads, -1).transpose(1, 2)
+
+
+def residual(x: torch.Tensor, sublayer: Callable, norm: nn.Module, dropout: nn.Module,
+             normalize_before: bool) -> torch.Tensor:
+    """A residual sublayer: pre-norm `x + dropout(sublayer(norm(x)))` or post-norm
+    `norm(x + dropout(sublayer(x)))`."""
+    if normalize_before:
+        return x + dropout(sublayer(norm(x)))
+    return norm(x + dropout(sublayer(x)))
+
+
+def feedforward(x: torch.Tensor, linear1: nn.Linear, dropout: nn.Module, linear2: nn.Linear
+                ) -> torch.Tensor:
+    """The transformer FFN: linear2(dropout(relu(linear1(x))))."""
+    return linear2(dropout(F.relu(linear1(x))))
 
 
 class _ResidualLayer(nn.Module):
@@ -82,12 +111,10 @@ class _ResidualLayer(nn.Module):
         self.linear2 = nn.Linear(dim_feedforward, d_model)
 
     def _residual(self, x: torch.Tensor, sublayer: Callable, norm: nn.Module, dropout: nn.Module):
-        if self.normalize_before:
-            return x + dropout(sublayer(norm(x)))
-        return norm(x + dropout(sublayer(x)))
+        return residual(x, sublayer, norm, dropout, self.normalize_before)
 
     def _feedforward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.linear2(self.dropout(F.relu(self.linear1(x))))
+        return feedforward(x, self.linear1, self.dropout, self.linear2)
 
 
 class TransformerEncoderLayer(_ResidualLayer):
@@ -190,7 +217,8 @@ class TransformerDecoder(nn.Module):
         return self.norm(tgt).unsqueeze(0)
 
 
-def _xavier_init(module: nn.Module) -> None:
+def xavier_init(module: nn.Module) -> None:
+    """Xavier-uniform initialisation of every matrix of `module` (DETR's)."""
     for p in module.parameters():
         if p.dim() > 1:
             nn.init.xavier_uniform_(p)
@@ -217,7 +245,7 @@ class Transformer(nn.Module):
                                           dropout, normalize_before)
         self.decoder = TransformerDecoder(d_model, nhead, num_decoder_layers, dim_feedforward,
                                           dropout, normalize_before, return_intermediate_dec)
-        _xavier_init(self)
+        xavier_init(self)
 
     def forward(self, src: torch.Tensor, mask: Optional[torch.Tensor], query_embed: torch.Tensor,
                 pos_embed: torch.Tensor):
@@ -242,7 +270,7 @@ class TransformerEncoderOnly(nn.Module):
         super().__init__()
         self.encoder = TransformerEncoder(d_model, nhead, num_encoder_layers, dim_feedforward,
                                           dropout, normalize_before)
-        _xavier_init(self)
+        xavier_init(self)
 
     def forward(self, src: torch.Tensor, mask: Optional[torch.Tensor],
                 pos_embed: torch.Tensor) -> torch.Tensor:
