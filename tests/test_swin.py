@@ -15,6 +15,8 @@ from mask_former.modeling.backbone.swin import (
     SwinTransformer,
     WindowAttention,
     shifted_window_attention_mask,
+    window_partition,
+    window_reverse,
 )
 
 EMBED_DIM = 12
@@ -255,3 +257,29 @@ def test_activation_checkpointing_is_off_in_eval():
     backbone.layers[0].blocks[0].register_forward_pre_hook(lambda *args: calls.append(1))
     sum(f.sum() for f in backbone(torch.randn(1, 3, 32, 32)).values()).backward()
     assert calls == [1]  # not run again in the backward pass
+
+
+@pytest.mark.parametrize("height, width", [(224, 448), (32, 96), (96, 32), (1, 1100)])
+def test_one_window_high_or_wide_maps(height, width):
+    # Window 7: a 224x448 image gives a 7x14 stride-32 map, one window high and two wide. The
+    # window partition of a one-row window grid used to be a non-contiguous view, which the
+    # following .view() refused ("view size is not compatible with input tensor's size").
+    torch.manual_seed(0)
+    backbone = build_tiny(WINDOW_SIZE=7).eval()
+    with torch.no_grad():
+        features = backbone(torch.randn(1, 3, height, width))
+    for name, feature in features.items():
+        stride = backbone.output_shape()[name].stride
+        expected = (1, 96 // 2 ** (5 - int(name[-1])), math.ceil(height / stride),
+                    math.ceil(width / stride))
+        assert tuple(feature.shape) == expected, name
+        assert torch.isfinite(feature).all(), name
+
+
+def test_window_partition_is_contiguous_and_inverted_by_window_reverse():
+    x = torch.arange(1 * 3 * 9 * 2, dtype=torch.float32).view(1, 3, 9, 2)  # one window row
+    windows = window_partition(x, 3)
+    assert tuple(windows.shape) == (3, 3, 3, 2)
+    assert windows.is_contiguous()
+    assert torch.equal(windows[1], x[0, :, 3:6])  # the second window of the row
+    assert torch.equal(window_reverse(windows, 3, 3, 9), x)

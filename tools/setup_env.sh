@@ -6,7 +6,7 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="${MASK_FORMER_VENV:-$ROOT/.venv}"
 PY="${PYTHON:-python3}"
 STAMP="$VENV/.mask_former_setup_done"
-SETUP_VERSION="3"   # bump when the install recipe below changes
+SETUP_VERSION="4"   # bump when the install recipe below changes
 
 fail() { echo "[setup] ERROR: $*" >&2; exit 1; }
 step() { echo "[setup] $*"; }
@@ -54,7 +54,7 @@ if ! "$VPY" -m pip show -q detectron2 >/dev/null 2>&1; then
 fi
 
 step "installing mask_former (editable) and test requirements"
-"${PIP[@]}" -e "$ROOT" pytest || fail "pip install -e . failed"
+"${PIP[@]}" -e "$ROOT" pytest hypothesis || fail "pip install -e . failed"
 
 "$VPY" -c 'import torch, torchvision, detectron2, mask_former' || fail "import check failed"
 echo "$SETUP_VERSION" > "$STAMP"

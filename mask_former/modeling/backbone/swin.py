@@ -95,12 +95,15 @@ def window_partition(x: torch.Tensor, window_size: int) -> torch.Tensor:
     Args:
         x: (B, H, W, C), with H and W multiples of ``window_size``.
     Returns:
-        (B * num_windows, window_size, window_size, C); windows are ordered image by image,
-        then row-major over the window grid.
+        (B * num_windows, window_size, window_size, C), contiguous (callers ``.view`` it);
+        windows are ordered image by image, then row-major over the window grid.
     """
     B, H, W, C = x.shape
     x = x.view(B, H // window_size, window_size, W // window_size, window_size, C)
-    return x.permute(0, 1, 3, 2, 4, 5).reshape(-1, window_size, window_size, C)
+    # Not `.reshape`: where the window grid is one row high and B == 1 (always so for the
+    # attention mask), size-1 dimensions let reshape return a non-contiguous view, on which the
+    # callers' `.view(-1, N, C)` fails. Elsewhere the two make the same copy.
+    return x.permute(0, 1, 3, 2, 4, 5).contiguous().view(-1, window_size, window_size, C)
 
 
 def window_reverse(windows: torch.Tensor, window_size: int, H: int, W: int) -> torch.Tensor:
@@ -110,12 +113,12 @@ def window_reverse(windows: torch.Tensor, window_size: int, H: int, W: int) -> t
         windows: (B * num_windows, window_size, window_size, C).
         H, W: size of the feature map the windows were cut from.
     Returns:
-        (B, H, W, C).
+        (B, H, W, C), contiguous.
     """
     num_windows = (H // window_size) * (W // window_size)
     B = windows.shape[0] // num_windows
     x = windows.view(B, H // window_size, W // window_size, window_size, window_size, -1)
-    return x.permute(0, 1, 3, 2, 4, 5).reshape(B, H, W, -1)
+    return x.permute(0, 1, 3, 2, 4, 5).contiguous().view(B, H, W, -1)
 
 
 def relative_position_index(window_size: Tuple[int, int]) -> torch.Tensor:
