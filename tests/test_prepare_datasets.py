@@ -34,7 +34,12 @@ from mask_former.data.datasets.ade20k_categories import (
     ADE20K_THING_CLASSES,
 )
 from mask_former.data.datasets.ade20k_full_categories import ADE20K_FULL_CATEGORIES
-from mask_former.data.datasets.preparation import BadInputError, MissingInputError, atomic_output
+from mask_former.data.datasets.preparation import (
+    BadInputError,
+    MissingInputError,
+    atomic_output,
+    require_inputs,
+)
 
 ADE = "ADEChallengeData2016"
 ADE_SPLITS = ("training", "validation")
@@ -584,3 +589,15 @@ def test_atomic_output_renames_only_a_complete_file(tmp_path):
         assert os.path.basename(tmp) == ".out.png.tmp"
         open(tmp, "wb").write(b"whole")
     assert os.listdir(tmp_path) == ["out.png"] and target.read_bytes() == b"whole"
+
+
+def test_require_inputs_names_the_outermost_missing_folder(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "datasets" / "ADE" / "images").mkdir(parents=True)
+    wanted = ["datasets/ADE/images", "datasets/ADE/annotations/training",
+              "datasets/ADE/annotations/validation", "nowhere/at/all"]
+    with pytest.raises(MissingInputError) as error:
+        require_inputs(wanted, "ADE/{images,annotations}/", "datasets")
+    assert str(error.value) == (
+        "missing 'datasets/ADE/annotations', 'nowhere'; expected ADE/{images,annotations}/ under "
+        "--root 'datasets' (default $DETECTRON2_DATASETS, else ./datasets; see datasets/README.md)")

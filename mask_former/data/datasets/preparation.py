@@ -16,6 +16,7 @@ import contextlib
 import json
 import os
 import shutil
+import signal
 import sys
 from concurrent.futures import ProcessPoolExecutor
 from typing import Callable, Dict, Iterable, Iterator, List, Optional, Sequence, TypeVar
@@ -53,8 +54,9 @@ def require_inputs(paths: Iterable[str], expected: str, root: str) -> None:
     for path in paths:
         if os.path.exists(path):
             continue
-        while not os.path.exists(os.path.dirname(path)):
-            path = os.path.dirname(path)
+        parent = os.path.dirname(path)
+        while parent and parent != path and not os.path.exists(parent):
+            path, parent = parent, os.path.dirname(parent)
         if path not in missing:
             missing.append(path)
     if missing:
@@ -153,6 +155,12 @@ def write_json(data: Dict, path: str) -> None:
             json.dump(data, f)
 
 
+def _ignore_interrupts() -> None:
+    """In a pool's worker: Ctrl-C is for the main process, which stops handing out work and lets
+    the files being written be finished (rather than every worker printing a traceback)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def map_with_progress(
     function: Callable[[T], R], items: Sequence[T], workers: int, desc: str, progress: bool = True
 ) -> List[R]:
@@ -171,7 +179,7 @@ def map_with_progress(
         workers = min(workers, len(items))
         # Chunks amortise the inter-process traffic over a few files, small enough for a smooth bar.
         chunksize = max(1, min(16, len(items) // (workers * 8)))
-        with ProcessPoolExecutor(max_workers=workers) as executor:
+        with ProcessPoolExecutor(max_workers=workers, initializer=_ignore_interrupts) as executor:
             try:
                 for result in executor.map(function, items, chunksize=chunksize):
                     results.append(result)
