@@ -1,6 +1,9 @@
 """Small helpers shared by the tests."""
+import contextlib
+
 import torch
 from detectron2.config import CfgNode, get_cfg
+from detectron2.data import DatasetCatalog, MetadataCatalog
 
 from mask_former import add_mask_former_config
 
@@ -24,3 +27,15 @@ def config_from_yaml(text: str) -> CfgNode:
     add_mask_former_config(cfg)
     cfg.merge_from_other_cfg(CfgNode.load_cfg(text))
     return cfg
+
+
+@contextlib.contextmanager
+def temporary_names(*names):
+    """Removes test-only dataset names from the catalogs afterwards."""
+    try:
+        yield names
+    finally:
+        for name in names:
+            if name in DatasetCatalog:
+                DatasetCatalog.remove(name)
+            MetadataCatalog.remove(name)

@@ -1,6 +1,6 @@
-"""Dataset registration (mask_former.data.datasets) and datasets/prepare_ade20k.py."""
+"""Dataset registration (mask_former.data.datasets); the preparation scripts are in
+test_prepare_datasets.py."""
 import contextlib
-import importlib.util
 import json
 import logging
 import os
@@ -13,26 +13,15 @@ from detectron2.data.datasets.builtin_meta import ADE20K_SEM_SEG_CATEGORIES
 from PIL import Image
 
 import mask_former.data.datasets  # noqa: F401  (registers the datasets)
-from conftest import REPO_ROOT, shared_path
+from conftest import shared_path
+from helpers import temporary_names
 from mask_former.data.datasets import (
-    register_ade20k_full,
     register_ade20k_panoptic,
     register_camvid,
     register_mapillary_vistas,
 )
 
 ADE = "ADEChallengeData2016"
-SPLITS = ("training", "validation")
-
-
-@pytest.fixture(scope="module")
-def prepare():
-    """datasets/prepare_ade20k.py as a module (datasets/ is not a package)."""
-    path = REPO_ROOT / "datasets" / "prepare_ade20k.py"
-    spec = importlib.util.spec_from_file_location("prepare_ade20k", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @contextlib.contextmanager
@@ -47,18 +36,6 @@ def captured_warnings(module, caplog):
         logger.removeHandler(caplog.handler)
 
 
-@contextlib.contextmanager
-def temporary_names(*names):
-    """Removes test-only dataset names from the catalogs afterwards."""
-    try:
-        yield names
-    finally:
-        for name in names:
-            if name in DatasetCatalog:
-                DatasetCatalog.remove(name)
-            MetadataCatalog.remove(name)
-
-
 def test_all_dataset_names_are_registered():
     expected = [
         "ade20k_full_sem_seg_train", "ade20k_full_sem_seg_val",
@@ -71,94 +48,6 @@ def test_all_dataset_names_are_registered():
     ]
     registered = set(DatasetCatalog.list())
     assert [name for name in expected if name not in registered] == []
-
-
-# ---- datasets/prepare_ade20k.py
-
-def make_ade20k_annotations(root):
-    """Two label maps per split, each with every value 0..150; returns {(split, file): labels}."""
-    rng = np.random.default_rng(0)
-    written = {}
-    for split in SPLITS:
-        folder = root / ADE / "annotations" / split
-        folder.mkdir(parents=True)
-        for i in range(2):
-            labels = rng.integers(0, 151, size=(16, 20)).astype(np.uint8)
-            labels.flat[:151] = rng.permutation(151)
-            name = f"ADE_{split}_{i:08d}.png"
-            Image.fromarray(labels).save(folder / name)
-            written[split, name] = labels
-    return written
-
-
-def read_path(root, split, name):
-    return root / ADE / "annotations_detectron2" / split / name
-
-
-def read_output(root, split, name):
-    return np.asarray(Image.open(read_path(root, split, name)))
-
-
-def test_prepare_ade20k_shifts_classes_and_maps_unlabeled_to_255(tmp_path, prepare, capsys):
-    written = make_ade20k_annotations(tmp_path)
-    assert prepare.main(["--root", str(tmp_path), "--no-progress"]) == 0
-    assert "training: 2 converted, 0 skipped" in capsys.readouterr().out
-    for (split, name), labels in written.items():
-        output = read_output(tmp_path, split, name)
-        assert output.dtype == np.uint8
-        expected = np.where(labels == 0, 255, labels.astype(np.int64) - 1)
-        np.testing.assert_array_equal(output, expected)
-        assert set(np.unique(output)) == set(range(150)) | {255}
-
-
-def test_prepare_ade20k_rerun_skips_unless_overwrite(tmp_path, prepare):
-    written = make_ade20k_annotations(tmp_path)
-    first = prepare.prepare_ade20k(str(tmp_path), progress=False)
-    assert first == {split: {"converted": 2, "skipped": 0} for split in SPLITS}
-    outputs = {key: read_path(tmp_path, *key) for key in written}
-
-    def state():
-        return {key: (path.read_bytes(), path.stat().st_mtime_ns) for key, path in outputs.items()}
-
-    before = state()
-
-    again = prepare.prepare_ade20k(str(tmp_path), progress=False)
-    assert again == {split: {"converted": 0, "skipped": 2} for split in SPLITS}
-    assert state() == before
-
-    redone = prepare.prepare_ade20k(str(tmp_path), overwrite=True, progress=False)
-    assert redone == first
-    for key, path in outputs.items():
-        assert path.read_bytes() == before[key][0]
-    # No temporary files are left behind for load_sem_seg to trip over.
-    for split in SPLITS:
-        assert sorted(os.listdir(tmp_path / ADE / "annotations_detectron2" / split)) == sorted(
-            name for s, name in written if s == split)
-
-
-def test_prepare_ade20k_missing_input_fails_clearly(tmp_path, prepare, capsys):
-    assert prepare.main(["--root", str(tmp_path), "--no-progress"]) == 1
-    error = capsys.readouterr().err
-    assert str(tmp_path / ADE / "annotations" / "training") in error
-    assert "--root" in error
-    assert not (tmp_path / ADE).exists()  # nothing was written
-    with pytest.raises(FileNotFoundError, match="does not exist"):
-        prepare.convert_ade20k_annotations(str(tmp_path / "absent"), str(tmp_path / "out"))
-
-
-def test_prepare_ade20k_rejects_labels_out_of_range(tmp_path, prepare):
-    make_ade20k_annotations(tmp_path)
-    bad = tmp_path / ADE / "annotations" / "validation" / "ADE_bad.png"
-    Image.fromarray(np.full((4, 4), 151, np.uint8)).save(bad)
-    with pytest.raises(ValueError, match="ADE_bad.png"):
-        prepare.prepare_ade20k(str(tmp_path), progress=False)
-
-
-def test_prepare_ade20k_root_defaults_to_detectron2_datasets(tmp_path, monkeypatch, prepare):
-    make_ade20k_annotations(tmp_path)
-    monkeypatch.setenv("DETECTRON2_DATASETS", str(tmp_path))
-    assert prepare.main(["--no-progress"]) == 0
-    assert (tmp_path / ADE / "annotations_detectron2" / "validation").is_dir()
 
 
 # ---- CamVid (real data from ../shared)
@@ -239,22 +128,6 @@ def test_mapillary_registered_metadata():
 
 
 # ---- ADE20K-Full
-
-def test_ade20k_full_class_names_file(tmp_path, caplog):
-    path = tmp_path / register_ade20k_full.CLASS_NAMES_FILE
-    assert register_ade20k_full.read_ade20k_full_class_names(str(path)) is None
-    names = [f"name {i}, synonym" for i in range(847)]
-    path.write_text("\n".join(names) + "\n")
-    assert register_ade20k_full.read_ade20k_full_class_names(str(path)) == names
-    path.write_text("wall\nsky\n")
-    with captured_warnings(register_ade20k_full, caplog):
-        assert register_ade20k_full.read_ade20k_full_class_names(str(path)) is None
-    assert "2 class names" in caplog.text
-
-    metadata = MetadataCatalog.get("ade20k_full_sem_seg_val")
-    assert len(metadata.stuff_classes) == 847
-    assert metadata.ignore_label == 65535 and metadata.evaluator_type == "sem_seg"
-
 
 def test_ade20k_full_missing_data_names_the_path(monkeypatch, tmp_path):
     monkeypatch.setenv("DETECTRON2_DATASETS", str(tmp_path))

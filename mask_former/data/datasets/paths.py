@@ -5,7 +5,7 @@ of $DETECTRON2_DATASETS (a notebook, a test) is then honoured, and a missing dat
 for the user who asks for it.
 """
 import os
-from typing import Iterable
+from typing import Dict, Iterable
 
 README = "datasets/README.md"
 
@@ -27,3 +27,12 @@ def require_paths(dataset_name: str, paths: Iterable[str]) -> None:
             + f". Datasets are read from $DETECTRON2_DATASETS, which {where}; "
             f"see {README} for the layout and how to prepare it."
         )
+
+
+def converted_sem_seg_paths(base: str, split_dir: str) -> Dict[str, str]:
+    """The images and label maps of a converted split: `base`/images_detectron2/`split_dir` and
+    `base`/annotations_detectron2/`split_dir` (the layout of ADE20K-Full and COCO-Stuff-10K)."""
+    return dict(
+        image_root=os.path.join(base, "images_detectron2", split_dir),
+        sem_seg_root=os.path.join(base, "annotations_detectron2", split_dir),
+    )

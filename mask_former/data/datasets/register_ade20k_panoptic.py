@@ -5,8 +5,9 @@ Names: `ade20k_panoptic_{train,val}`, read from
     $DETECTRON2_DATASETS/ADEChallengeData2016/ade20k_panoptic_{train,val}.json   (COCO panoptic)
     $DETECTRON2_DATASETS/ADEChallengeData2016/ade20k_panoptic_{train,val}/*.png  (segment ids)
     $DETECTRON2_DATASETS/ADEChallengeData2016/annotations_detectron2/{training,validation}/*.png
-The json and PNGs are written by the official MaskFormer's datasets/prepare_ade20k_pan_seg.py, the
-semantic label maps by datasets/prepare_ade20k.py. Every dataset dict carries both
+The json and PNGs are written by datasets/prepare_ade20k_panoptic.py (or the official
+MaskFormer's datasets/prepare_ade20k_pan_seg.py), the semantic label maps by
+datasets/prepare_ade20k.py. Every dataset dict carries both
 `pan_seg_file_name` and `sem_seg_file_name`, so one dataset gives panoptic quality and mIoU
 (evaluator_type "ade20k_panoptic_seg").
 

@@ -1,10 +1,10 @@
-"""Registers COCO-Stuff-10K (v1.0; 171 classes: 80 things, 91 stuff) for semantic segmentation.
+"""Registers COCO-Stuff-10K (171 classes: 80 things, 91 stuff) for semantic segmentation.
 
 Names: `coco_2017_{train,test}_stuff_10k_sem_seg` (9,000 and 1,000 images), read from
     $DETECTRON2_DATASETS/coco/coco_stuff_10k/images_detectron2/{train,test}/*.jpg
     $DETECTRON2_DATASETS/coco/coco_stuff_10k/annotations_detectron2/{train,test}/*.png
-as written by the official MaskFormer's datasets/prepare_coco_stuff_10k_v1.0_sem_seg.py: uint8
-maps of the class index 0..170, 255 where unlabeled.
+as written by datasets/prepare_coco_stuff_10k.py from the v1.1 release: uint8 maps of the class
+index 0..170, 255 where unlabeled.
 
 The class index follows the COCO-Stuff category ids: the 80 COCO things (ids 1..90, with gaps; names
 from detectron2's COCO_CATEGORIES), then the 91 stuff classes (ids 92..182, listed below; detectron2
@@ -17,7 +17,7 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.datasets import load_sem_seg
 from detectron2.data.datasets.builtin_meta import COCO_CATEGORIES
 
-from .paths import dataset_root, require_paths
+from .paths import converted_sem_seg_paths, dataset_root, require_paths
 
 # COCO-Stuff's stuff categories, ids 92..182 in order.
 COCO_STUFF_CLASSES = (
@@ -35,7 +35,9 @@ COCO_STUFF_CLASSES = (
     "wall-wood", "water-other", "waterdrops", "window-blind", "window-other", "wood",
 )
 FIRST_STUFF_ID = 92
+COCO_STUFF_10K_DIR = os.path.join("coco", "coco_stuff_10k")
 COCO_STUFF_10K_SPLITS = ("train", "test")
+COCO_STUFF_10K_IGNORE_LABEL = 255
 
 
 def coco_stuff_metadata() -> Dict:
@@ -51,13 +53,16 @@ def coco_stuff_metadata() -> Dict:
     )
 
 
+def coco_stuff_10k_paths(root: str, split: str) -> Dict[str, str]:
+    """The folders of one split's images and label maps."""
+    return converted_sem_seg_paths(os.path.join(root, COCO_STUFF_10K_DIR), split)
+
+
 def load_coco_stuff_10k(split: str, root: Optional[str] = None) -> List[Dict]:
     """Dataset dicts of one split; `root` defaults to $DETECTRON2_DATASETS, read now."""
-    base = os.path.join(root or dataset_root(), "coco", "coco_stuff_10k")
-    image_dir = os.path.join(base, "images_detectron2", split)
-    label_dir = os.path.join(base, "annotations_detectron2", split)
-    require_paths(f"coco_2017_{split}_stuff_10k_sem_seg", [image_dir, label_dir])
-    return load_sem_seg(label_dir, image_dir, gt_ext="png", image_ext="jpg")
+    paths = coco_stuff_10k_paths(root or dataset_root(), split)
+    require_paths(f"coco_2017_{split}_stuff_10k_sem_seg", paths.values())
+    return load_sem_seg(paths["sem_seg_root"], paths["image_root"], gt_ext="png", image_ext="jpg")
 
 
 def register_coco_stuff_10k(root: Optional[str] = None) -> None:
@@ -66,7 +71,8 @@ def register_coco_stuff_10k(root: Optional[str] = None) -> None:
         name = f"coco_2017_{split}_stuff_10k_sem_seg"
         DatasetCatalog.register(name, lambda split=split: load_coco_stuff_10k(split, root))
         MetadataCatalog.get(name).set(
-            **coco_stuff_metadata(), ignore_label=255, evaluator_type="sem_seg"
+            **coco_stuff_metadata(), ignore_label=COCO_STUFF_10K_IGNORE_LABEL,
+            evaluator_type="sem_seg",
         )
 
 
