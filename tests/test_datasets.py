@@ -1,6 +1,5 @@
 """Dataset registration (mask_former.data.datasets) and datasets/prepare_ade20k.py."""
 import contextlib
-import importlib.util
 import json
 import logging
 import os
@@ -14,6 +13,7 @@ from PIL import Image
 
 import mask_former.data.datasets  # noqa: F401  (registers the datasets)
 from conftest import REPO_ROOT, shared_path
+from helpers import import_script
 from mask_former.data.datasets import (
     register_ade20k_full,
     register_ade20k_panoptic,
@@ -28,11 +28,7 @@ SPLITS = ("training", "validation")
 @pytest.fixture(scope="module")
 def prepare():
     """datasets/prepare_ade20k.py as a module (datasets/ is not a package)."""
-    path = REPO_ROOT / "datasets" / "prepare_ade20k.py"
-    spec = importlib.util.spec_from_file_location("prepare_ade20k", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return import_script(REPO_ROOT / "datasets" / "prepare_ade20k.py")
 
 
 @contextlib.contextmanager
