@@ -32,7 +32,8 @@ from torch.nn.parallel import DistributedDataParallel
 
 from mask_former import add_mask_former_config
 from mask_former.data import build_test_loader, build_train_loader
-from mask_former.data.dataset_check import check_datasets_registered_and_loadable, scan_before_training
+from mask_former.data.dataset_check import (check_datasets_registered_and_loadable,
+                                            scan_before_training)
 from mask_former.evaluation import CheckedSemSegEvaluator, PanopticQualityEvaluator
 from mask_former.solver import build_optimizer
 from mask_former.test_time_augmentation import SemanticSegmentorWithTTA

@@ -23,6 +23,7 @@ from mask_former.data.dataset_check import (
     scan_before_training,
     scan_dataset,
 )
+from mask_former.data.dataset_mappers import MaskFormerSemanticDatasetMapper
 from mask_former.errors import UserError
 
 sys.path.insert(0, str(REPO_ROOT))
@@ -91,10 +92,8 @@ def test_a_name_like_no_other_says_how_to_list_them():
 
 def test_the_mappers_say_an_unregistered_training_dataset_is_not_registered():
     """Not detectron2's "Attribute 'ignore_label' does not exist in the metadata"."""
-    from mask_former.data.dataset_mappers import MaskFormerSemanticDatasetMapper
-
     with pytest.raises(DatasetNotRegisteredError, match="DATASETS.TRAIN names dataset "
-                                                        "'camvid_sem_seg_trian', which is not registered"):
+                       "'camvid_sem_seg_trian', which is not registered"):
         MaskFormerSemanticDatasetMapper(config(train=["camvid_sem_seg_trian"]), True)
 
 
@@ -113,7 +112,8 @@ def test_missing_val_split_fails_before_training(tmp_path, monkeypatch):
 def test_loadable_datasets_give_their_sizes_and_eval_only_skips_training_sets(tmp_path):
     name, dicts = semantic_dataset(tmp_path, count=3)
     with registered_dataset(name, dicts, **SEMANTIC_META):
-        assert check_datasets_registered_and_loadable(config(train=[name], test=[name])) == {name: 3}
+        cfg = config(train=[name], test=[name])
+        assert check_datasets_registered_and_loadable(cfg) == {name: 3}
         assert check_datasets_registered_and_loadable(
             config(train=["not_registered"], test=[name]), train=False) == {name: 3}
 
@@ -226,7 +226,8 @@ def test_scan_of_panoptic_and_detr_style_entries(tmp_path):
                  "pan_seg_file_name": save_png(tmp_path / f"{index}_pan.png", pan_rgb(ids)),
                  "segments_info": [dict(s) for s in segments]}
         dicts.append(entry)
-    dicts[0]["sem_seg_file_name"] = save_png(tmp_path / "0_sem.png", (ids == 70000).astype(np.uint8))
+    semantic = (ids == 70000).astype(np.uint8)
+    dicts[0]["sem_seg_file_name"] = save_png(tmp_path / "0_sem.png", semantic)
     dicts[0].update(height=24, width=32)
     dicts[1]["segments_info"][1]["category_id"] = 5              # beyond the 3 classes
     save_png(dicts[2]["pan_seg_file_name"], pan_rgb(ids[:, :16]))  # another size
@@ -288,8 +289,12 @@ def test_scan_before_training_refuses_records_and_rescans_only_what_failed(tmp_p
     good, good_dicts = semantic_dataset(tmp_path / "good")
     scanned = []
     real_scan = dataset_check.scan_dataset
-    monkeypatch.setattr(dataset_check, "scan_dataset",
-                        lambda name, *args, **kwargs: scanned.append(name) or real_scan(name, *args, **kwargs))
+
+    def counted_scan(name, *args, **kwargs):
+        scanned.append(name)
+        return real_scan(name, *args, **kwargs)
+
+    monkeypatch.setattr(dataset_check, "scan_dataset", counted_scan)
     output = tmp_path / "output"
     with registered_dataset(unique_name("broken"), dicts, **SEMANTIC_META) as broken, \
             registered_dataset(good, good_dicts, **SEMANTIC_META):

@@ -62,8 +62,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         for problem in problems:
             print(problem, flush=True)
         files = len({problem.path for problem in problems})
-        summaries.append(f"{name}: {len(dataset_dicts)} entries, {len(problems)} problems in {files} files "
-                         f"({time.perf_counter() - start:.1f} s)")
+        summaries.append(f"{name}: {len(dataset_dicts)} entries, {len(problems)} problems in "
+                         f"{files} files ({time.perf_counter() - start:.1f} s)")
         total += len(problems)
     print("\n".join(summaries))
     return 1 if total else 0

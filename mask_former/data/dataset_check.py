@@ -24,7 +24,8 @@ from detectron2.utils import comm
 from tqdm import tqdm
 
 from ..errors import UserError
-from .io import DataError, entry_error, read_dataset_image, read_panoptic_png, read_semantic_label_map
+from .io import (DataError, entry_error, read_dataset_image, read_panoptic_png,
+                 read_semantic_label_map)
 
 __all__ = [
     "DatasetConfigError",
@@ -198,7 +199,8 @@ def scan_dataset(name: str, workers: Optional[int] = None, progress: bool = True
         dataset_dicts = DatasetCatalog.get(name)
     metadata = MetadataCatalog.get(name)  # after loading: some registrations complete it then
     classes = metadata.get("stuff_classes", None)
-    check = functools.partial(entry_problems, num_classes=len(classes) if classes is not None else None,
+    check = functools.partial(entry_problems,
+                              num_classes=len(classes) if classes is not None else None,
                               ignore_label=metadata.get("ignore_label", None))
     index, count = shard
     entries = dataset_dicts[index::count]
@@ -233,7 +235,7 @@ def _read_record(path: str) -> List[str]:
 
 
 def _write_atomically(path: str, text: str) -> None:
-    """Writes `text` to `path` through a temporary file, so that a killed run leaves no half file."""
+    """Writes `text` to `path` through a temporary file: a killed run leaves no half file."""
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     temporary = f"{path}.tmp"
     with open(temporary, "w") as f:
@@ -280,7 +282,8 @@ def scan_before_training(cfg, workers: Optional[int] = None) -> None:
         raise _problems_error(problems, os.path.join(cfg.OUTPUT_DIR, PROBLEMS_FILE))
 
 
-def _problems_error(problems: Dict[str, Sequence[Problem]], problems_path: str) -> DatasetProblemsError:
+def _problems_error(problems: Dict[str, Sequence[Problem]],
+                    problems_path: str) -> DatasetProblemsError:
     """The error refusing to train; writes every problem to `problems_path` (main worker)."""
     lines = [str(problem) for found in problems.values() for problem in found]
     if comm.is_main_process():

@@ -118,7 +118,8 @@ def read_dataset_image(dataset_dict: Dict, image_format: str) -> np.ndarray:
         raise entry_error(dataset_dict, f"has no 'file_name': {dataset_dict}")
     path = dataset_dict["file_name"]
     image = read_file(path, dataset_dict, "image file", image_format)
-    expected = (dataset_dict.get("height", image.shape[0]), dataset_dict.get("width", image.shape[1]))
+    height, width = image.shape[:2]
+    expected = (dataset_dict.get("height", height), dataset_dict.get("width", width))
     if tuple(image.shape[:2]) != expected:
         raise file_error("image file", path, dataset_dict,
                           f"is {_size(image.shape)} (WxH) but its dataset entry says "

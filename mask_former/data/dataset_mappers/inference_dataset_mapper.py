@@ -1,4 +1,5 @@
-"""The evaluation mapper: detectron2's DatasetMapper at inference, reading through mask_former.data.io."""
+"""The evaluation mapper: detectron2's DatasetMapper at inference, reading through
+mask_former.data.io."""
 import copy
 import logging
 from typing import Dict, List
@@ -54,7 +55,8 @@ class InferenceDatasetMapper:
         image = read_dataset_image(dataset_dict, self.image_format)
         aug_input = T.AugInput(image)
         self.augmentations(aug_input)
-        dataset_dict["image"] = torch.as_tensor(np.ascontiguousarray(aug_input.image.transpose(2, 0, 1)))
+        image = np.ascontiguousarray(aug_input.image.transpose(2, 0, 1))
+        dataset_dict["image"] = torch.as_tensor(image)
         dataset_dict.pop("sem_seg_file_name", None)
         dataset_dict.pop("annotations", None)
         return dataset_dict

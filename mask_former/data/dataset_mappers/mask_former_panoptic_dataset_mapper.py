@@ -30,11 +30,12 @@ class MaskFormerPanopticDatasetMapper(MaskFormerSemanticDatasetMapper):
         dataset_dict = copy.deepcopy(dataset_dict)  # the caller's dict is reused every epoch
         image = read_dataset_image(dataset_dict, self.img_format)
         if "annotations" in dataset_dict:
-            raise entry_error(dataset_dict, "has 'annotations'; for panoptic segmentation it should "
-                              "have 'pan_seg_file_name' and 'segments_info'")
+            raise entry_error(dataset_dict, "has 'annotations'; for panoptic segmentation it "
+                              "should have 'pan_seg_file_name' and 'segments_info'")
         sem_seg = None
         if "sem_seg_file_name" in dataset_dict:
-            sem_seg = self._read_label_map(dataset_dict.pop("sem_seg_file_name"), dataset_dict, image)
+            sem_seg = self._read_label_map(dataset_dict.pop("sem_seg_file_name"), dataset_dict,
+                                           image)
         pan_seg = read_panoptic_png(dataset_dict, image.shape[:2], self.num_classes)
         dataset_dict.pop("pan_seg_file_name")
         segments_info = dataset_dict["segments_info"]
