@@ -16,7 +16,7 @@ setup(
         "fvcore",
         "iopath",
         "scipy",
-        "numpy<2",  # detectron2's SemSegEvaluator fails on numpy 2
+        "numpy",  # 1 or 2: the label maps are read by mask_former.data.io, not detectron2's reader
         "opencv-python-headless",
         "pycocotools",
         "tqdm",

@@ -6,7 +6,9 @@
     python train_net.py --config-file CONFIG --resume        # continue from OUTPUT_DIR/last_checkpoint
 
 Options after the flags are config overrides (KEY VALUE pairs). Multi-machine: --num-machines,
---machine-rank and --dist-url, as every detectron2 tool.
+--machine-rank and --dist-url, as every detectron2 tool. Before training, the datasets of
+DATASETS.TRAIN and DATASETS.TEST are checked: registered and loadable always; every file decoded
+and checked on a first start (not with --resume; --skip-dataset-check skips it).
 """
 import importlib.util
 import logging
@@ -14,26 +16,26 @@ import os
 import weakref
 from collections import OrderedDict
 
-import numpy as np
+import detectron2.engine
 import torch
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.config import get_cfg
 from detectron2.data import MetadataCatalog
 from detectron2.engine import (AMPTrainer, DefaultTrainer, SimpleTrainer, TrainerBase,
-                               default_argument_parser, default_setup, launch)
-from detectron2.evaluation import DatasetEvaluators, SemSegEvaluator, verify_results
+                               default_setup, launch)
+from detectron2.evaluation import DatasetEvaluators, verify_results
 from detectron2.utils.events import CommonMetricPrinter, JSONWriter
 from detectron2.projects.deeplab import build_lr_scheduler
 from detectron2.utils import comm
-from detectron2.utils.file_io import PathManager
 from detectron2.utils.logger import setup_logger
-from PIL import Image
 from torch.nn.parallel import DistributedDataParallel
 
 from mask_former import add_mask_former_config
-from mask_former.data import build_train_loader
+from mask_former.data import build_test_loader, build_train_loader
+from mask_former.data.dataset_check import (check_datasets_registered_and_loadable,
+                                            scan_before_training)
 from mask_former.engine import accelerate, fused_optimizer, pin_batches
-from mask_former.evaluation import PanopticQualityEvaluator
+from mask_former.evaluation import CheckedSemSegEvaluator, PanopticQualityEvaluator
 from mask_former.solver import build_optimizer
 from mask_former.test_time_augmentation import SemanticSegmentorWithTTA
 from mask_former.weights import check_weights
@@ -46,16 +48,6 @@ EVALUATORS = {
     "coco_panoptic_seg": (False, True),
     "synthetic_panoptic_seg": (True, True),
 }
-
-
-def load_label_map(path: str, dtype=int) -> np.ndarray:
-    """Reads a label map for SemSegEvaluator.
-
-    detectron2's default loader asks numpy for `copy=False` while converting the dtype, which
-    numpy 2 refuses; this one works on numpy 1 and 2.
-    """
-    with PathManager.open(path, "rb") as f:
-        return np.asarray(Image.open(f), dtype=dtype)
 
 
 AMP_PRECISIONS = {"float16": torch.float16, "bfloat16": torch.bfloat16}
@@ -133,9 +125,8 @@ class Trainer(DefaultTrainer):
         semantic, panoptic = EVALUATORS[evaluator_type]
         evaluators = []
         if semantic:
-            evaluators.append(SemSegEvaluator(dataset_name, distributed=True,
-                                              output_dir=output_folder,
-                                              sem_seg_loading_fn=load_label_map))
+            evaluators.append(CheckedSemSegEvaluator(dataset_name, distributed=True,
+                                                     output_dir=output_folder))
         if panoptic:
             evaluators.append(PanopticQualityEvaluator(dataset_name, output_dir=output_folder))
         return evaluators[0] if len(evaluators) == 1 else DatasetEvaluators(evaluators)
@@ -143,6 +134,10 @@ class Trainer(DefaultTrainer):
     @classmethod
     def build_train_loader(cls, cfg):
         return pin_batches(build_train_loader(cfg), cfg)
+
+    @classmethod
+    def build_test_loader(cls, cfg, dataset_name):
+        return build_test_loader(cfg, dataset_name)
 
     @classmethod
     def build_lr_scheduler(cls, cfg, optimizer):
@@ -197,6 +192,7 @@ def log_final_metrics(results, dataset_names):
 
 def main(args):
     cfg = setup(args)
+    check_datasets_registered_and_loadable(cfg, train=not args.eval_only)
     if args.eval_only:
         check_weights(cfg.MODEL.WEIGHTS)
         model = Trainer.build_model(cfg)
@@ -212,6 +208,8 @@ def main(args):
         log_final_metrics(results, cfg.DATASETS.TEST)
         return results
 
+    if not args.resume and not args.skip_dataset_check:
+        scan_before_training(cfg)
     if not args.resume:
         check_weights(cfg.MODEL.WEIGHTS)
     trainer = Trainer(cfg)
@@ -220,6 +218,17 @@ def main(args):
     results = getattr(trainer, "_last_eval_results", None)
     log_final_metrics(results, cfg.DATASETS.TEST)
     return results
+
+
+def default_argument_parser():
+    """detectron2's parser, with --skip-dataset-check."""
+    parser = detectron2.engine.default_argument_parser()
+    parser.add_argument(
+        "--skip-dataset-check", action="store_true",
+        help="start training without first decoding and checking every image and label file of "
+             "DATASETS.TRAIN and DATASETS.TEST (done on a start without --resume, once per "
+             "OUTPUT_DIR; tools/check_dataset.py runs the same check on its own)")
+    return parser
 
 
 def launched_main(args):

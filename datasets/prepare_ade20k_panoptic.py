@@ -36,7 +36,7 @@ import pycocotools.mask as mask_util
 from PIL import Image
 from scipy import ndimage
 
-from mask_former.data.dataset_mappers.mask_former_semantic_dataset_mapper import rgb_to_id
+from mask_former.data.io import id_to_rgb, rgb_to_id
 from mask_former.data.datasets.ade20k_categories import (
     ADE20K_INSTANCE_CATEGORIES,
     ADE20K_THING_CLASSES,
@@ -59,7 +59,6 @@ from mask_former.data.datasets.register_ade20k_panoptic import (
     ADE20K_PANOPTIC_SPLITS,
     ade20k_panoptic_paths,
 )
-from mask_former.data.synthetic_shapes import id_to_rgb
 
 NUM_CLASSES = 150
 SEGMENT_ID_DIVISOR = 1000  # a segment id is (class index + 1) * 1000 + instance number

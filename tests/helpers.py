@@ -1,9 +1,14 @@
 """Small helpers shared by the tests."""
 import contextlib
+import importlib.util
+from pathlib import Path
+from typing import Dict, List
 
+import numpy as np
 import torch
 from detectron2.config import CfgNode, get_cfg
 from detectron2.data import DatasetCatalog, MetadataCatalog
+from PIL import Image
 
 from mask_former import add_mask_former_config
 
@@ -39,3 +44,49 @@ def temporary_names(*names):
             if name in DatasetCatalog:
                 DatasetCatalog.remove(name)
             MetadataCatalog.remove(name)
+
+
+@contextlib.contextmanager
+def registered_dataset(name: str, dataset_dicts: List[Dict], **metadata):
+    """Registers `name` with these dicts and metadata for the duration; removes both after."""
+    DatasetCatalog.register(name, lambda: dataset_dicts)
+    MetadataCatalog.get(name).set(**metadata)
+    try:
+        yield name
+    finally:
+        DatasetCatalog.remove(name)
+        MetadataCatalog.remove(name)
+
+
+def save_png(path, array: np.ndarray) -> str:
+    Image.fromarray(np.ascontiguousarray(array)).save(path)
+    return str(path)
+
+
+def write_semantic_dataset(root: Path, labels: List[np.ndarray], seed: int = 0) -> List[Dict]:
+    """Dataset dicts of images/NNNN.png (random RGB, of each label's size) and labels/NNNN.png."""
+    rng = np.random.default_rng(seed)
+    (root / "images").mkdir(parents=True, exist_ok=True)
+    (root / "labels").mkdir(exist_ok=True)
+    dataset_dicts = []
+    for index, label in enumerate(labels):
+        image = rng.integers(0, 256, (*label.shape[:2], 3), dtype=np.uint8)
+        dataset_dicts.append({
+            "file_name": save_png(root / "images" / f"{index:04d}.png", image),
+            "sem_seg_file_name": save_png(root / "labels" / f"{index:04d}.png", label),
+        })
+    return dataset_dicts
+
+
+def truncate(path: str) -> None:
+    """Cuts a file to half its length, as an interrupted copy leaves it."""
+    data = Path(path).read_bytes()
+    Path(path).write_bytes(data[:len(data) // 2])
+
+
+def import_script(path: Path):
+    """A script of the repository (tools/, datasets/: not packages) as a module."""
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

@@ -1,6 +1,7 @@
 """Panoptic quality: hand-computed cases, panopticapi's VOID/crowd rules, the detectron2 evaluator
 end to end, and a brute-force cross-check on random id maps."""
 import json
+import re
 import uuid
 
 import numpy as np
@@ -16,6 +17,8 @@ from mask_former.evaluation import (
     panoptic_quality,
 )
 from mask_former.evaluation import panoptic_evaluation
+from mask_former.data.io import DataError, id_to_rgb
+from helpers import truncate
 
 # Dataset category ids, as panopticapi sees them.
 CAT, DOG, PERSON = 1, 2, 3
@@ -222,10 +225,6 @@ CLASS_NAMES = ["cat", "dog", "sky", "grass"]
 LABEL_DIVISOR = 1000
 
 
-def id_to_rgb(ids: np.ndarray) -> np.ndarray:
-    return np.stack([ids % 256, ids // 256 % 256, ids // 256 // 256], axis=-1).astype(np.uint8)
-
-
 def make_image(rng, size=24):
     """A GT id map (ids above 255 to exercise the RGB encoding), its segments in dataset ids."""
     gt = np.zeros((size, size), dtype=np.int64)
@@ -382,6 +381,45 @@ def test_evaluators_of_two_workers_merge_to_one(tiny_dataset, monkeypatch):
 
 def test_evaluator_without_images_returns_nothing(tiny_dataset):
     assert PanopticQualityEvaluator(tiny_dataset[0]).evaluate() == {}
+
+
+# ---- bad ground truth: refused, naming the files
+
+
+def process_first(tiny_dataset):
+    name, dataset_dicts, samples = tiny_dataset
+    outputs, _ = model_outputs(samples)
+    record = dataset_dicts[0]
+    PanopticQualityEvaluator(name).process([{"file_name": record["file_name"]}], outputs[:1])
+
+
+def test_gt_png_of_another_size_names_both_files(tiny_dataset):
+    record = tiny_dataset[1][0]
+    Image.fromarray(np.zeros((20, 24, 3), np.uint8)).save(record["pan_seg_file_name"])
+    with pytest.raises(DataError) as error:
+        process_first(tiny_dataset)
+    assert str(error.value) == (f"panoptic PNG {record['pan_seg_file_name']!r} is 24x20 (WxH) but "
+                                f"its image {record['file_name']!r} is 24x24")
+
+
+def test_truncated_gt_png_is_named(tiny_dataset):
+    record = tiny_dataset[1][0]
+    truncate(record["pan_seg_file_name"])
+    with pytest.raises(DataError, match=re.escape(
+            f"cannot read panoptic PNG {record['pan_seg_file_name']!r} (dataset entry of image "
+            f"{record['file_name']!r}): OSError: ")):
+        process_first(tiny_dataset)
+
+
+def test_gt_segment_of_unknown_category_names_the_file(tiny_dataset):
+    record = tiny_dataset[1][0]
+    record["segments_info"][0]["category_id"] = 42
+    with pytest.raises(DataError) as error:
+        process_first(tiny_dataset)
+    assert str(error.value) == (
+        f"panoptic PNG {record['pan_seg_file_name']!r} (dataset entry of image "
+        f"{record['file_name']!r}) has a segment whose contiguous stuff category id 42 is not in "
+        f"{tiny_dataset[0]}'s stuff_dataset_id_to_contiguous_id")
 
 
 # ---- brute-force cross-check

@@ -7,7 +7,7 @@ import pytest
 from detectron2.data import DatasetCatalog, MetadataCatalog
 
 from mask_former.data import synthetic_shapes
-from mask_former.data.dataset_mappers.mask_former_semantic_dataset_mapper import rgb_to_id
+from mask_former.data.io import rgb_to_id
 from mask_former.data.synthetic_shapes import CLASSES, IS_THING, generate_sample
 
 

@@ -45,7 +45,10 @@ if ! "$VPY" -m pip show -q detectron2 >/dev/null 2>&1; then
   mv "$PKG_DIR"/sal_detectron2-*.dist-info "$PKG_DIR/detectron2-0.7.2.dist-info"
   mv "$PKG_DIR" "$WORK/unpacked/detectron2-0.7.2"
   PKG_DIR="$WORK/unpacked/detectron2-0.7.2"
-  sed -i -e 's/^Name: .*/Name: detectron2/' "$PKG_DIR/detectron2-0.7.2.dist-info/METADATA"
+  # sal-detectron2 pins numpy<2 (upstream detectron2 does not): detectron2's own semantic label
+  # reader fails on numpy 2, but MaskFormer reads label maps itself (mask_former/data/io.py).
+  sed -i -e 's/^Name: .*/Name: detectron2/' -e 's/^Requires-Dist: numpy<2$/Requires-Dist: numpy/' \
+      "$PKG_DIR/detectron2-0.7.2.dist-info/METADATA"
   sed -i -e 's/^Tag: .*/Tag: py3-none-any/' -e 's/^Root-Is-Purelib: .*/Root-Is-Purelib: true/' \
       "$PKG_DIR/detectron2-0.7.2.dist-info/WHEEL"
   mkdir -p "$WORK/packed"

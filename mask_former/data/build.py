@@ -1,8 +1,11 @@
-"""The training data loader, with the dataset mapper named by INPUT.DATASET_MAPPER_NAME."""
-from detectron2.data import MetadataCatalog, build_detection_train_loader
+"""The data loaders: training, with the dataset mapper named by INPUT.DATASET_MAPPER_NAME, and
+evaluation, with InferenceDatasetMapper."""
+from detectron2.data import build_detection_test_loader, build_detection_train_loader
 
+from .dataset_check import check_num_classes
 from .dataset_mappers import (
     DETRPanopticDatasetMapper,
+    InferenceDatasetMapper,
     MaskFormerPanopticDatasetMapper,
     MaskFormerSemanticDatasetMapper,
 )
@@ -16,20 +19,14 @@ DATASET_MAPPERS = {
 
 def build_train_loader(cfg):
     """detectron2's training loader over DATASETS.TRAIN, mapped by the configured mapper."""
-    check_num_classes(cfg)
+    check_num_classes(cfg, test=False)
     name = cfg.INPUT.DATASET_MAPPER_NAME
     if name not in DATASET_MAPPERS:
         raise ValueError(f"INPUT.DATASET_MAPPER_NAME={name!r}; choose one of {sorted(DATASET_MAPPERS)}")
     return build_detection_train_loader(cfg, mapper=DATASET_MAPPERS[name](cfg, True))
 
 
-def check_num_classes(cfg) -> None:
-    """Fails before training when a training dataset has more classes than the model predicts."""
-    num_classes = cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES
-    for dataset in cfg.DATASETS.TRAIN:
-        classes = getattr(MetadataCatalog.get(dataset), "stuff_classes", None)
-        if classes is not None and len(classes) > num_classes:
-            raise ValueError(
-                f"Dataset {dataset!r} has {len(classes)} classes but MODEL.SEM_SEG_HEAD.NUM_CLASSES "
-                f"is {num_classes}; set it to {len(classes)}."
-            )
+def build_test_loader(cfg, dataset_name: str):
+    """detectron2's evaluation loader over one dataset, read by InferenceDatasetMapper (which
+    names the file of an unreadable image)."""
+    return build_detection_test_loader(cfg, dataset_name, mapper=InferenceDatasetMapper(cfg))

@@ -21,6 +21,8 @@ from typing import Dict, List, Tuple
 import cv2
 import numpy as np
 
+from .io import id_to_rgb
+
 
 logger = logging.getLogger(__name__)
 
@@ -32,11 +34,6 @@ THING_BASE_COLORS = {2: (200, 60, 50), 3: (60, 170, 70), 4: (70, 80, 200)}
 IMAGE_SIZE = 128
 SPLITS = {"train": (600, 1000), "val": (100, 2000)}  # split -> (number of images, seed)
 VERSION = 1
-
-
-def id_to_rgb(ids: np.ndarray) -> np.ndarray:
-    """(H, W) int segment ids -> (H, W, 3) uint8."""
-    return np.stack([ids % 256, ids // 256 % 256, ids // 65536 % 256], axis=-1).astype(np.uint8)
 
 
 def _texture(rng: np.random.Generator, size: int, scale: float) -> np.ndarray:

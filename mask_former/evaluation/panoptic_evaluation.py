@@ -30,7 +30,6 @@ from dataclasses import dataclass
 from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
-from PIL import Image
 from tabulate import tabulate
 
 from detectron2.data import DatasetCatalog, MetadataCatalog
@@ -38,7 +37,7 @@ from detectron2.evaluation import DatasetEvaluator
 from detectron2.utils import comm
 from detectron2.utils.file_io import PathManager
 
-from ..data.dataset_mappers.mask_former_semantic_dataset_mapper import rgb_to_id
+from ..data.io import file_error, read_panoptic_png, rgb_to_id
 
 logger = logging.getLogger(__name__)
 
@@ -325,18 +324,25 @@ class PanopticQualityEvaluator(DatasetEvaluator):
         """The counts of the images this worker has processed since reset()."""
         return self._stats
 
-    def _dataset_category_id(self, category_id: int, isthing: bool) -> int:
+    def _dataset_category_id(self, category_id: int, isthing: bool,
+                             record: Optional[Mapping] = None) -> int:
+        """The dataset id of a contiguous category id: of a GT segment of `record` (an unknown id
+        is then a DataError naming its panoptic PNG) or else of a predicted segment."""
         table = self._thing_to_dataset if isthing else self._stuff_to_dataset
         if category_id not in table:
             kind = "thing" if isthing else "stuff"
-            raise ValueError(
-                f"Contiguous {kind} category id {category_id} is not in {self._dataset_name}'s "
-                f"{kind}_dataset_id_to_contiguous_id"
-            )
+            problem = (f"contiguous {kind} category id {category_id} is not in "
+                       f"{self._dataset_name}'s {kind}_dataset_id_to_contiguous_id")
+            if record is not None:
+                raise file_error("panoptic PNG", record["pan_seg_file_name"], record,
+                                 f"has a segment whose {problem}")
+            raise ValueError(f"A predicted segment's {problem}")
         return table[category_id]
 
-    def _ground_truth(self, input: Mapping) -> Tuple[np.ndarray, List[Dict]]:
-        """The GT id map and segments_info (dataset category ids) of a model input."""
+    def _ground_truth(self, input: Mapping,
+                      prediction_size: Sequence[int]) -> Tuple[np.ndarray, List[Dict]]:
+        """The GT id map and segments_info (dataset category ids) of a model input, whose
+        prediction is of `prediction_size` (H, W)."""
         record = self._gt_by_file_name.get(input.get("file_name"))
         if record is None:
             record = self._gt_by_image_id.get(input.get("image_id"))
@@ -345,8 +351,8 @@ class PanopticQualityEvaluator(DatasetEvaluator):
                 f"No dataset dict of {self._dataset_name} has file_name {input.get('file_name')!r} "
                 f"or image_id {input.get('image_id')!r}"
             )
-        with PathManager.open(record["pan_seg_file_name"], "rb") as f:
-            gt_ids = rgb_to_id(np.asarray(Image.open(f).convert("RGB")))
+        # contiguous category ids are checked below, against the dataset's maps
+        gt_ids = rgb_to_id(read_panoptic_png(record, prediction_size, num_classes=None))
         thing_ids = set(self._thing_to_dataset)
         segments = []
         for segment in record["segments_info"]:
@@ -355,7 +361,7 @@ class PanopticQualityEvaluator(DatasetEvaluator):
                 isthing = segment["category_id"] in thing_ids
             segments.append({
                 "id": segment["id"],
-                "category_id": self._dataset_category_id(segment["category_id"], isthing),
+                "category_id": self._dataset_category_id(segment["category_id"], isthing, record),
                 "iscrowd": segment.get("iscrowd", 0),
             })
         return gt_ids, segments
@@ -399,8 +405,8 @@ class PanopticQualityEvaluator(DatasetEvaluator):
                     "The model output has no 'panoptic_seg' (for MaskFormer, set "
                     "MODEL.MASK_FORMER.TEST.PANOPTIC_ON True)"
                 )
-            gt_ids, gt_segments = self._ground_truth(input)
             pred_ids, pred_segments = self._prediction(output["panoptic_seg"])
+            gt_ids, gt_segments = self._ground_truth(input, pred_ids.shape)
             self._stats += image_panoptic_stats(
                 gt_ids, gt_segments, pred_ids, pred_segments, self._categories
             )

@@ -1,10 +1,12 @@
-"""Mappers from detectron2 dataset dicts to MaskFormer's training inputs."""
+"""Mappers from detectron2 dataset dicts to MaskFormer's training and evaluation inputs."""
 from .detr_panoptic_dataset_mapper import DETRPanopticDatasetMapper
+from .inference_dataset_mapper import InferenceDatasetMapper
 from .mask_former_panoptic_dataset_mapper import MaskFormerPanopticDatasetMapper
 from .mask_former_semantic_dataset_mapper import MaskFormerSemanticDatasetMapper
 
 __all__ = [
     "DETRPanopticDatasetMapper",
+    "InferenceDatasetMapper",
     "MaskFormerPanopticDatasetMapper",
     "MaskFormerSemanticDatasetMapper",
 ]

@@ -9,12 +9,8 @@ from detectron2.config import configurable
 from detectron2.data import MetadataCatalog
 from detectron2.data import transforms as T
 
-from .mask_former_semantic_dataset_mapper import (
-    read_dataset_image,
-    read_panoptic_png,
-    rgb_to_id,
-    segment_instances,
-)
+from ..io import read_dataset_image, read_panoptic_png, rgb_to_id
+from .mask_former_semantic_dataset_mapper import segment_instances
 
 __all__ = ["DETRPanopticDatasetMapper"]
 
@@ -96,7 +92,7 @@ class DETRPanopticDatasetMapper:
         pan_seg = None
         if self.is_train:
             # read before augmenting so that a bad file fails before any random draw
-            pan_seg = read_panoptic_png(dataset_dict, image, self.num_classes)
+            pan_seg = read_panoptic_png(dataset_dict, image.shape[:2], self.num_classes)
 
         augs = self.tfm_gens
         # the same random draws, in the same order, as the official mapper

@@ -6,16 +6,8 @@ import numpy as np
 import torch
 from detectron2.data import transforms as T
 
-from .mask_former_semantic_dataset_mapper import (
-    MaskFormerSemanticDatasetMapper,
-    describe_entry,
-    pad_to_multiple,
-    read_dataset_image,
-    read_panoptic_png,
-    read_semantic_label_map,
-    rgb_to_id,
-    segment_instances,
-)
+from ..io import entry_error, pad_to_multiple, read_dataset_image, read_panoptic_png, rgb_to_id
+from .mask_former_semantic_dataset_mapper import MaskFormerSemanticDatasetMapper, segment_instances
 
 __all__ = ["MaskFormerPanopticDatasetMapper"]
 
@@ -38,13 +30,13 @@ class MaskFormerPanopticDatasetMapper(MaskFormerSemanticDatasetMapper):
         dataset_dict = copy.deepcopy(dataset_dict)  # the caller's dict is reused every epoch
         image = read_dataset_image(dataset_dict, self.img_format)
         if "annotations" in dataset_dict:
-            raise ValueError(f"panoptic segmentation {describe_entry(dataset_dict)} has 'annotations'; "
-                             "it should have 'pan_seg_file_name' and 'segments_info'")
+            raise entry_error(dataset_dict, "has 'annotations'; for panoptic segmentation it "
+                              "should have 'pan_seg_file_name' and 'segments_info'")
         sem_seg = None
         if "sem_seg_file_name" in dataset_dict:
-            sem_seg = read_semantic_label_map(dataset_dict.pop("sem_seg_file_name"), dataset_dict,
-                                              image, self.num_classes, self.ignore_label)
-        pan_seg = read_panoptic_png(dataset_dict, image, self.num_classes)
+            sem_seg = self._read_label_map(dataset_dict.pop("sem_seg_file_name"), dataset_dict,
+                                           image)
+        pan_seg = read_panoptic_png(dataset_dict, image.shape[:2], self.num_classes)
         dataset_dict.pop("pan_seg_file_name")
         segments_info = dataset_dict["segments_info"]
 

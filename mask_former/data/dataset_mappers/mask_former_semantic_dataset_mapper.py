@@ -1,157 +1,25 @@
-"""MaskFormer's training mapper for semantic segmentation, and the reading and checking of
-annotation files that all of MaskFormer's mappers share.
-
-Every file error names the file and the image of its dataset entry, since a data loader worker
-otherwise reports only a decoder's message ("image file is truncated") with no way to find the
-bad sample among thousands.
-"""
+"""MaskFormer's training mapper for semantic segmentation, and the target building and
+augmentations that MaskFormer's panoptic mapper shares with it. Files are read and checked by
+mask_former.data.io."""
 import copy
 import logging
 from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from detectron2.config import configurable
 from detectron2.data import MetadataCatalog
-from detectron2.data import detection_utils as utils
 from detectron2.data import transforms as T
 from detectron2.projects.point_rend import ColorAugSSDTransform
 from detectron2.structures import Instances
+
+from ..dataset_check import DatasetConfigError, require_registered
+from ..io import entry_error, pad_to_multiple, read_dataset_image, read_semantic_label_map
 
 __all__ = ["MaskFormerSemanticDatasetMapper"]
 
 # Value of padded image pixels, as the official mapper (mid-grey before normalisation).
 IMAGE_PAD_VALUE = 128
-# At most this many offending label values are listed in an error message.
-_MAX_LISTED_VALUES = 10
-
-
-def describe_entry(dataset_dict: Dict) -> str:
-    """The phrase "dataset entry of image PATH", for error messages."""
-    return f"dataset entry of image {dataset_dict.get('file_name')!r}"
-
-
-def _located(path: str, dataset_dict: Dict) -> str:
-    """`path`, with the image of its dataset entry unless it is that image."""
-    if path == dataset_dict.get("file_name"):
-        return repr(path)
-    return f"{path!r} ({describe_entry(dataset_dict)})"
-
-
-def read_file(path: str, dataset_dict: Dict, what: str,
-              image_format: Optional[str] = None) -> np.ndarray:
-    """Reads an image file with detectron2's reader (EXIF orientation applied).
-
-    Returns (H, W, C) or (H, W), as `detection_utils.read_image`. A missing file raises
-    FileNotFoundError, an unreadable one ValueError; both name `path` (a `what`) and the image of
-    `dataset_dict`.
-    """
-    try:
-        return utils.read_image(path, format=image_format)
-    except FileNotFoundError as e:
-        raise FileNotFoundError(f"{what} {_located(path, dataset_dict)} not found") from e
-    except Exception as e:
-        # PIL reports corrupt files through many exception types (OSError, SyntaxError,
-        # zlib.error, ...); all of them mean the same thing here.
-        raise ValueError(
-            f"cannot read {what} {_located(path, dataset_dict)}: {type(e).__name__}: {e}"
-        ) from e
-
-
-def read_dataset_image(dataset_dict: Dict, image_format: str) -> np.ndarray:
-    """The image of a dataset entry, (H, W, 3) uint8, checked against its "height"/"width"."""
-    if "file_name" not in dataset_dict:
-        raise ValueError(f"dataset entry has no 'file_name': {dataset_dict}")
-    image = read_file(dataset_dict["file_name"], dataset_dict, "image file", image_format)
-    utils.check_image_size(dataset_dict, image)
-    return image
-
-
-def check_same_size(image: np.ndarray, label: np.ndarray, label_path: str, dataset_dict: Dict,
-                    what: str) -> None:
-    """Raises ValueError naming both files unless `label` (H, W, ...) is as large as `image`."""
-    if label.shape[:2] != image.shape[:2]:
-        raise ValueError(
-            f"{what} {label_path!r} is {label.shape[1]}x{label.shape[0]} (WxH) but its image "
-            f"{dataset_dict['file_name']!r} is {image.shape[1]}x{image.shape[0]}"
-        )
-
-
-def _listed(values: Sequence[int]) -> str:
-    values = [int(v) for v in values]
-    extra = len(values) - _MAX_LISTED_VALUES
-    shown = ", ".join(str(v) for v in values[:_MAX_LISTED_VALUES])
-    return f"[{shown}{f', ... ({extra} more)' if extra > 0 else ''}]"
-
-
-def read_semantic_label_map(path: str, dataset_dict: Dict, image: np.ndarray,
-                            num_classes: Optional[int], ignore_label: int) -> np.ndarray:
-    """Reads and checks a label map of class ids; returns it as (H, W) float64.
-
-    float64 because detectron2's resize has no integer path other than uint8 (and would resize
-    uint8 maps with PIL, a different nearest-neighbour sampling than for other dtypes); it holds
-    every uint16/int32 id exactly, as in the official mapper. Values must lie in
-    [0, num_classes) or equal `ignore_label`; `num_classes=None` skips that check.
-    """
-    label = read_file(path, dataset_dict, "semantic label map")
-    if label.ndim != 2 or label.dtype.kind not in "ui":
-        raise ValueError(
-            f"semantic label map {path!r} ({describe_entry(dataset_dict)}) is not a single-channel integer "
-            f"image: shape {label.shape}, dtype {label.dtype}"
-        )
-    check_same_size(image, label, path, dataset_dict, "semantic label map")
-    if num_classes is not None:
-        values = np.unique(label)
-        bad = values[((values < 0) | (values >= num_classes)) & (values != ignore_label)]
-        if bad.size:
-            raise ValueError(
-                f"semantic label map {path!r} ({describe_entry(dataset_dict)}) has values {_listed(bad)} "
-                f"outside the class ids [0, {num_classes}) that are not the ignore label "
-                f"{ignore_label}"
-            )
-    return label.astype(np.float64)
-
-
-def read_panoptic_png(dataset_dict: Dict, image: np.ndarray,
-                      num_classes: Optional[int]) -> np.ndarray:
-    """Reads the entry's "pan_seg_file_name" (RGB-encoded segment ids), checks it and the
-    categories of its "segments_info" (contiguous ids in [0, num_classes); None skips that).
-
-    Returns (H, W, 3) uint8; `rgb_to_id` decodes it after the geometric transforms, which would
-    lose large ids if applied to them as floats.
-    """
-    if "pan_seg_file_name" not in dataset_dict:
-        raise ValueError(f"no 'pan_seg_file_name' in the {describe_entry(dataset_dict)}")
-    path = dataset_dict["pan_seg_file_name"]
-    if "segments_info" not in dataset_dict:
-        raise ValueError(f"no 'segments_info' for panoptic PNG {path!r} ({describe_entry(dataset_dict)})")
-    pan_seg = read_file(path, dataset_dict, "panoptic PNG", "RGB")
-    check_same_size(image, pan_seg, path, dataset_dict, "panoptic PNG")
-    if num_classes is not None:
-        categories = sorted({s["category_id"] for s in dataset_dict["segments_info"]})
-        bad = [c for c in categories if not 0 <= c < num_classes]
-        if bad:
-            raise ValueError(
-                f"segments_info of panoptic PNG {path!r} ({describe_entry(dataset_dict)}) has category ids "
-                f"{_listed(bad)} outside the contiguous class ids [0, {num_classes})"
-            )
-    return pan_seg
-
-
-def rgb_to_id(rgb: np.ndarray) -> np.ndarray:
-    """(H, W, 3) uint8 COCO panoptic encoding -> (H, W) int64 ids, id = R + 256 G + 256^2 B."""
-    rgb = rgb.astype(np.int64)
-    return rgb[..., 0] + 256 * rgb[..., 1] + 256 * 256 * rgb[..., 2]
-
-
-def pad_to_multiple(tensor: torch.Tensor, divisibility: int, value: float) -> torch.Tensor:
-    """Pads the last two dims (H, W) at the bottom and right up to multiples of `divisibility`."""
-    height, width = tensor.shape[-2:]
-    pad_h, pad_w = -height % divisibility, -width % divisibility
-    if pad_h == 0 and pad_w == 0:
-        return tensor
-    return F.pad(tensor, [0, pad_w, 0, pad_h], value=value).contiguous()
 
 
 def make_instances(image_shape: Sequence[int], classes: Sequence[int],
@@ -197,7 +65,13 @@ def train_metadata(cfg):
     if not cfg.DATASETS.TRAIN:
         raise ValueError("cfg.DATASETS.TRAIN is empty; the dataset mappers read the ignore label "
                          "and classes from the first training dataset's metadata")
-    return MetadataCatalog.get(cfg.DATASETS.TRAIN[0])
+    name = cfg.DATASETS.TRAIN[0]
+    metadata = MetadataCatalog.get(name)
+    if metadata.get("ignore_label", None) is None:
+        require_registered(name, "DATASETS.TRAIN")  # the likelier cause
+        raise DatasetConfigError(f"Dataset {name!r} (DATASETS.TRAIN) has no ignore_label in its "
+                                 "metadata, which the mappers need")
+    return metadata
 
 
 class MaskFormerSemanticDatasetMapper:
@@ -218,7 +92,7 @@ class MaskFormerSemanticDatasetMapper:
                  num_classes: Optional[int] = None):
         """
         Args:
-            is_train: must be True; evaluation uses detectron2's DatasetMapper.
+            is_train: must be True; evaluation uses InferenceDatasetMapper.
             augmentations: applied in order to the image and its label maps.
             image_format: a format of `detection_utils.read_image` ("RGB", "BGR", ...).
             ignore_label: void id of the label maps; padding gets it too.
@@ -228,7 +102,7 @@ class MaskFormerSemanticDatasetMapper:
         """
         if not is_train:
             raise ValueError(f"{type(self).__name__} is for training only; evaluation reads "
-                             "images with detectron2's DatasetMapper")
+                             "images with InferenceDatasetMapper")
         self.is_train = is_train
         self.tfm_gens = list(augmentations)
         self.img_format = image_format
@@ -257,12 +131,11 @@ class MaskFormerSemanticDatasetMapper:
         dataset_dict = copy.deepcopy(dataset_dict)  # the caller's dict is reused every epoch
         image = read_dataset_image(dataset_dict, self.img_format)
         if "sem_seg_file_name" not in dataset_dict:
-            raise ValueError(f"no 'sem_seg_file_name' in the {describe_entry(dataset_dict)}")
+            raise entry_error(dataset_dict, "has no 'sem_seg_file_name'")
         if "annotations" in dataset_dict:
-            raise ValueError(f"semantic segmentation {describe_entry(dataset_dict)} has 'annotations'; "
-                             "it should have only a label map")
-        sem_seg = read_semantic_label_map(dataset_dict.pop("sem_seg_file_name"), dataset_dict,
-                                          image, self.num_classes, self.ignore_label)
+            raise entry_error(dataset_dict, "has 'annotations'; for semantic segmentation it "
+                              "should have only a label map ('sem_seg_file_name')")
+        sem_seg = self._read_label_map(dataset_dict.pop("sem_seg_file_name"), dataset_dict, image)
 
         aug_input = T.AugInput(image, sem_seg=sem_seg)
         T.apply_augmentations(self.tfm_gens, aug_input)
@@ -272,6 +145,17 @@ class MaskFormerSemanticDatasetMapper:
         dataset_dict["sem_seg"] = sem_seg_tensor
         dataset_dict["instances"] = self._semantic_instances(sem_seg_tensor)
         return dataset_dict
+
+    def _read_label_map(self, path: str, dataset_dict: Dict, image: np.ndarray) -> np.ndarray:
+        """The checked label map of `image` (H, W, 3), as (H, W) float64.
+
+        float64 because detectron2's resize has no integer path other than uint8 (and would resize
+        uint8 maps with PIL, a different nearest-neighbour sampling than for other dtypes); it
+        holds every uint16/int32 id exactly, as in the official mapper.
+        """
+        label = read_semantic_label_map(path, dataset_dict, image.shape[:2], self.num_classes,
+                                        self.ignore_label)
+        return label.astype(np.float64)
 
     def _pad(self, image: np.ndarray, sem_seg: Optional[np.ndarray]):
         """(H, W, 3) image, (H, W) labels or None -> (3, H', W') uint8, (H', W') int64 or None."""

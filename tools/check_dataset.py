@@ -1,0 +1,77 @@
+#!/usr/bin/env python
+"""Decodes every image and label file of registered datasets and lists every problem at once.
+
+    python tools/check_dataset.py camvid_sem_seg_train camvid_sem_seg_val
+    python tools/check_dataset.py ade20k_panoptic_val --workers 8
+    python tools/check_dataset.py --list
+
+Checks what the training mappers and the evaluators check, on every entry instead of the ones a
+run happens to draw: images and label files that are missing, unreadable or truncated, sizes
+that differ from the image's (or from the entry's "height"/"width"), label values that are
+neither a class of the dataset's metadata nor its ignore label, panoptic segments of unknown
+categories. Prints one line per problem ("file: what is wrong"), then a summary per dataset;
+exits with 1 if there is any problem (or a name is not registered), 0 otherwise. Datasets are
+read from $DETECTRON2_DATASETS, as in training. train_net.py runs the same check on a first start.
+"""
+import argparse
+import sys
+import time
+from pathlib import Path
+from typing import List, Optional
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+if str(REPO_ROOT) not in sys.path:  # runnable without `pip install -e .`
+    sys.path.insert(0, str(REPO_ROOT))
+
+from detectron2.data import DatasetCatalog  # noqa: E402
+
+import mask_former.data.datasets  # noqa: E402,F401  (registers the datasets)
+from mask_former.data.dataset_check import require_registered, scan_dataset  # noqa: E402
+from mask_former.errors import UserError  # noqa: E402
+
+
+def get_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="check_dataset.py",
+        description="Decode every file of registered datasets and list every problem.")
+    parser.add_argument("names", nargs="*", metavar="NAME", help="registered dataset names")
+    parser.add_argument("--workers", type=int, default=None, metavar="N",
+                        help="decoding processes (default: one per CPU; 1: no extra process)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--list", action="store_true", help="print the registered names and exit")
+    return parser
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = get_parser().parse_args(argv)
+    if args.list:
+        print("\n".join(sorted(DatasetCatalog.list())))
+        return 0
+    if not args.names:
+        get_parser().error("name at least one dataset (--list prints the registered names)")
+    if args.workers is not None and args.workers < 1:
+        get_parser().error(f"--workers {args.workers}: give 1 or more")
+    for name in args.names:  # all names first: no scan is wasted on a typo in the last one
+        require_registered(name)
+    summaries, total = [], 0
+    for name in args.names:
+        start = time.perf_counter()
+        dataset_dicts = DatasetCatalog.get(name)
+        problems = scan_dataset(name, args.workers, progress=not args.no_progress,
+                                dataset_dicts=dataset_dicts)
+        for problem in problems:
+            print(problem, flush=True)
+        files = len({problem.path for problem in problems})
+        summaries.append(f"{name}: {len(dataset_dicts)} entries, {len(problems)} problems in "
+                         f"{files} files ({time.perf_counter() - start:.1f} s)")
+        total += len(problems)
+    print("\n".join(summaries))
+    return 1 if total else 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except UserError as error:
+        print(f"check_dataset.py: error: {error}", file=sys.stderr)
+        sys.exit(1)
