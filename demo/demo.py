@@ -11,15 +11,20 @@
 The default config is the quick-start model's, with the weights `bash tools/quickstart.sh` saves
 (output/quickstart/model_final.pth). Semantic results are drawn as a colour overlay with class
 names, panoptic results as segments with outlines and labels. Without --output the results are
-shown in a window. Problems with the inputs are reported in one line each; with several inputs a
-bad one is skipped and the rest processed. The exit status is 0 when something was processed.
+shown in a window (which the headless OpenCV that setup.py installs cannot open). Images and
+frames whose results would take more than --max-memory are downscaled, with a warning. Problems
+with the inputs are reported in one line each; with several inputs a bad one is skipped and the
+rest processed, as are a video's unreadable frames. The exit status is 0 when something was
+processed.
 """
 import argparse
 import glob
 import logging
+import math
 import os
 import pickle
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import List, Optional, Tuple
@@ -39,7 +44,10 @@ from detectron2.utils.file_io import PathManager  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from mask_former import add_mask_former_config  # noqa: E402
-from predictor import VisualizationDemo, cpu_fallback, load_image, logger  # noqa: E402
+from mask_former.errors import UserError  # noqa: E402
+from predictor import (  # noqa: E402
+    DEFAULT_MAX_MEMORY_GB, VideoFrames, VisualizationDemo, cpu_fallback, load_image, logger,
+)
 
 QUICKSTART_CONFIG = REPO_ROOT / "configs" / "quickstart" / "maskformer_tiny_shapes.yaml"
 QUICKSTART_WEIGHTS = REPO_ROOT / "output" / "quickstart" / "model_final.pth"
@@ -55,10 +63,6 @@ NO_WEIGHTS_ADVICE = (
     "--config-file and `--opts MODEL.WEIGHTS /path/to/model.pkl`; "
     "--random-weights runs an untrained model."
 )
-
-
-class UserError(Exception):
-    """A problem with what the user asked for: reported as one line, without a traceback."""
 
 
 def get_parser() -> argparse.ArgumentParser:
@@ -94,6 +98,12 @@ def get_parser() -> argparse.ArgumentParser:
              "for small images such as the quick-start dataset's (default: 1)",
     )
     parser.add_argument(
+        "--max-memory", type=_gigabytes, default=DEFAULT_MAX_MEMORY_GB, metavar="GB",
+        help="memory for one image's (or frame's) results and drawing, which grows with its "
+             "pixels times the config's classes and queries; larger inputs are downscaled to "
+             "fit, with a warning (default: %(default)g)",
+    )
+    parser.add_argument(
         "--random-weights", action="store_true",
         help="run a randomly initialised model (to try the demo without weights; the results "
              "are meaningless)",
@@ -109,21 +119,29 @@ def get_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _probability(text: str) -> float:
+def _number(text: str) -> float:
     try:
-        value = float(text)
+        return float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+
+
+def _probability(text: str) -> float:
+    value = _number(text)
     if not 0.0 <= value <= 1.0:
         raise argparse.ArgumentTypeError(f"{text} is not between 0 and 1")
     return value
 
 
+def _gigabytes(text: str) -> float:
+    value = _number(text)
+    if not (value > 0 and math.isfinite(value)):
+        raise argparse.ArgumentTypeError(f"{text} is not a positive number of GB")
+    return value
+
+
 def _positive(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    value = _number(text)
     if not 0.0 < value <= 16.0:
         raise argparse.ArgumentTypeError(f"{text} is not in (0, 16]")
     return value
@@ -267,11 +285,11 @@ def image_outputs(paths: List[str], output: str, several: bool) -> List[str]:
         if not cv2.haveImageWriter(output):
             raise UserError(f"--output {output}: cannot write images of this type; "
                             "use a name ending in .png or .jpg, or a directory")
-        os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
+        check_output_folder(output, os.path.dirname(os.path.abspath(output)))
         return [output]
     if os.path.exists(output) and not os.path.isdir(output):
         raise UserError(f"--output {output} is a file; with several inputs pass a directory")
-    os.makedirs(output, exist_ok=True)
+    check_output_folder(output, output)
     outputs, used = [], set()
     for path in paths:
         stem, ext = os.path.splitext(os.path.basename(path))
@@ -285,22 +303,52 @@ def image_outputs(paths: List[str], output: str, several: bool) -> List[str]:
     return outputs
 
 
-def display_available() -> bool:
-    """Whether cv2.imshow can open a window here."""
+def folder_write_problem(folder: str) -> Optional[str]:
+    """Why files cannot be created in `folder` (created if missing), or None if they can.
+
+    Tried by creating a temporary file, since permission bits do not tell: root may write in a
+    folder without write permission, nobody may write on a read-only file system.
+    """
+    if os.path.exists(folder) and not os.path.isdir(folder):
+        return "it is a file"
+    try:
+        os.makedirs(folder, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as error:
+        return error.strerror or _one_line(error)
+    return None
+
+
+def check_output_folder(output: str, folder: str) -> None:
+    """Refuses --output `output` where its `folder` cannot be created or written in."""
+    problem = folder_write_problem(folder)
+    if problem is not None:
+        raise UserError(f"--output {output}: cannot write in the folder {folder} ({problem})")
+
+
+def display_problem() -> Optional[str]:
+    """Why cv2.imshow cannot open a window here, or None if it can."""
     gui = [line for line in cv2.getBuildInformation().splitlines()
            if line.strip().startswith("GUI:")]
     if gui and gui[0].split(":", 1)[1].strip().upper() == "NONE":
-        return False  # opencv-python-headless
-    if sys.platform.startswith("linux"):
-        return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
-    return True
+        return ("the installed OpenCV is headless (opencv-python-headless, as setup.py installs: "
+                "built without GUI support), so it cannot open windows")
+    if sys.platform.startswith("linux") and not (os.environ.get("DISPLAY")
+                                                 or os.environ.get("WAYLAND_DISPLAY")):
+        return "there is no display (neither DISPLAY nor WAYLAND_DISPLAY is set)"
+    return None
 
 
 def write_image(path: str, bgr) -> None:
     ok, encoded = cv2.imencode(os.path.splitext(path)[1] or ".png", bgr)
     if not ok:
         raise UserError(f"{path}: cannot encode the image")
-    Path(path).write_bytes(encoded.tobytes())
+    try:
+        Path(path).write_bytes(encoded.tobytes())
+    except OSError as error:
+        raise UserError(f"--output: cannot write {path} ({error.strerror or _one_line(error)})"
+                        ) from None
 
 
 def same_file(a: str, b: str) -> bool:
@@ -355,7 +403,7 @@ def process_images(demo, paths, outputs, preloaded, skipped: int) -> Tuple[int, 
             skipped += 1
             continue
         start = time.perf_counter()
-        predictions, vis_output = demo.run_on_image(image)
+        predictions, vis_output = demo.run_on_image(image, name=path)
         logger.info(f"{path}: {demo.describe(predictions)} in {time.perf_counter() - start:.2f}s")
         done += 1
         drawing = vis_output.get_image()[:, :, ::-1]
@@ -380,59 +428,70 @@ def video_output_path(output: str, source_name: str, input_path: Optional[str]) 
                         + ", ".join(sorted(VIDEO_CODECS)) + ", or a directory")
     if input_path is not None and same_file(input_path, output):
         raise UserError(f"--output {output} would overwrite the input video")
+    check_output_folder(output, os.path.dirname(os.path.abspath(output)))
     return output
 
 
 def open_video_writer(output: str, fps: float, size: Tuple[int, int]) -> cv2.VideoWriter:
-    os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
+    """A writer of (width, height) = `size` frames; its folder was checked by video_output_path."""
     ext = os.path.splitext(output)[1].lower()
     writer = cv2.VideoWriter(output, cv2.VideoWriter_fourcc(*VIDEO_CODECS[ext]), fps, size)
     if not writer.isOpened():
-        raise UserError(f"--output {output}: OpenCV cannot write {ext} video here; try .avi")
+        raise UserError(f"--output {output}: OpenCV cannot write {ext} video here"
+                        + ("; try .avi" if ext != ".avi" else ""))
     return writer
 
 
-def run_on_stream(args, demo_factory, video: cv2.VideoCapture, name: str, total: Optional[int],
+def run_on_stream(args, demo_factory, video: cv2.VideoCapture, name: str,
                   input_path: Optional[str] = None) -> int:
-    """Draws every frame of an opened video or camera; to a file, or in a window (ESC stops)."""
-    width = int(video.get(cv2.CAP_PROP_FRAME_WIDTH))
-    height = int(video.get(cv2.CAP_PROP_FRAME_HEIGHT))
+    """Draws every readable frame of an opened video or camera; to a file, or in a window (ESC
+    stops). Unreadable frames of a file are skipped (VideoFrames) and counted at the end."""
     fps = video.get(cv2.CAP_PROP_FPS)
     if not fps or fps != fps or fps <= 0:  # cameras and some files report 0 or NaN
         fps = 25.0
     output = video_output_path(args.output, name, input_path) if args.output else None
+    frames = VideoFrames(video, name)
     demo = demo_factory()
-    writer = open_video_writer(output, fps, (width, height)) if output else None
-    frames, start = 0, time.perf_counter()
+    writer = None
+    done, start = 0, time.perf_counter()
     try:
-        for vis_frame in tqdm.tqdm(demo.run_on_video(video), total=total, desc="frames",
+        for vis_frame in tqdm.tqdm(demo.run_on_video(frames), total=frames.total, desc="frames",
                                    unit="frame"):
-            frames += 1
-            if writer is not None:
+            if output is not None:
+                if writer is None:  # the drawings' size: frames too large are downscaled
+                    writer = open_video_writer(output, fps, vis_frame.shape[1::-1])
                 writer.write(vis_frame)
             else:
                 cv2.namedWindow(WINDOW_NAME, cv2.WINDOW_NORMAL)
                 cv2.imshow(WINDOW_NAME, vis_frame)
-                if cv2.waitKey(1) == ESC:
-                    break
+            done += 1
+            if output is None and cv2.waitKey(1) == ESC:
+                break
     except KeyboardInterrupt:
-        logger.warning(f"Interrupted after {frames} frames")
+        logger.warning(f"Interrupted after {done} frames")
     finally:
         demo.close()
         video.release()
         if writer is not None:
             writer.release()
-        elif frames:
+        elif done:
             cv2.destroyAllWindows()
-    if frames == 0:
+    if done == 0:
         raise UserError(f"{name}: no frames could be read")
     elapsed = time.perf_counter() - start
-    logger.info(f"{name}: {frames} frames in {elapsed:.1f}s ({frames / elapsed:.1f} frames/s)"
-                + (f"; saved {output}" if output else ""))
+    counts = f"{done} of {frames.total}" if frames.total else f"{done}"
+    counts += " frames " + ("written" if output else "shown")
+    if frames.skipped:
+        counts += f", {frames.skipped} unreadable skipped"
+    if frames.unread:
+        counts += f", {frames.unread} not read"
+    log = logger.warning if frames.skipped else logger.info
+    log(f"{name}: {counts} in {elapsed:.1f}s ({done / elapsed:.1f} frames/s)"
+        + (f"; saved {output}" if output else ""))
     return 0
 
 
-def open_video(path: str) -> Tuple[cv2.VideoCapture, Optional[int]]:
+def open_video(path: str) -> cv2.VideoCapture:
     if not os.path.exists(path):
         raise UserError(f"{path}: no such file or directory")
     if os.path.isdir(path):
@@ -440,8 +499,7 @@ def open_video(path: str) -> Tuple[cv2.VideoCapture, Optional[int]]:
     video = cv2.VideoCapture(path)
     if not video.isOpened():
         raise UserError(f"{path}: not a video, or a format OpenCV cannot read")
-    count = int(video.get(cv2.CAP_PROP_FRAME_COUNT))
-    return video, (count if count > 0 else None)
+    return video
 
 
 # ---------------------------------------------------------------- entry point
@@ -485,15 +543,18 @@ def main(argv: Optional[List[str]] = None) -> int:
 def run(args: argparse.Namespace) -> int:
     # What the user may have got wrong is checked before the model is built: the display and the
     # inputs first, then (in demo_factory) the config and the weights.
-    if args.output is None and not display_available():
-        raise UserError("No display to show the results on: pass --output FILE for one image "
-                        "(or a video), or --output DIR for several")
+    if args.output is None:
+        problem = display_problem()
+        if problem is not None:
+            raise UserError(f"Cannot show the results in a window: {problem}. Pass --output FILE "
+                            "for one image or a video, or --output DIR for several images")
 
     def demo_factory() -> VisualizationDemo:
         cfg = setup_cfg(args)
         logger.info(f"Config {args.config_file}, weights {cfg.MODEL.WEIGHTS or '(random)'}, "
                     f"device {cfg.MODEL.DEVICE}")
-        return VisualizationDemo(cfg, parallel=args.parallel, scale=args.scale)
+        return VisualizationDemo(cfg, parallel=args.parallel, scale=args.scale,
+                                 max_memory_gb=args.max_memory)
 
     if args.input:
         return run_on_images(args, demo_factory)
@@ -501,13 +562,13 @@ def run(args: argparse.Namespace) -> int:
         raise UserError("--scale applies to --input images only; video frames are drawn at "
                         "their own size")
     if args.video_input:
-        video, total = open_video(args.video_input)
-        return run_on_stream(args, demo_factory, video, os.path.basename(args.video_input), total,
+        video = open_video(args.video_input)
+        return run_on_stream(args, demo_factory, video, os.path.basename(args.video_input),
                              input_path=args.video_input)
     camera = cv2.VideoCapture(0)
     if not camera.isOpened():
         raise UserError("--webcam: cannot open camera 0")
-    return run_on_stream(args, demo_factory, camera, "webcam", None)
+    return run_on_stream(args, demo_factory, camera, "webcam")
 
 
 if __name__ == "__main__":

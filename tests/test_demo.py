@@ -73,6 +73,13 @@ def run_demo(capsys, *args, weights=None):
     return status, err
 
 
+def error_message(err):
+    """The one error the demo logged, without the time stamp."""
+    errors = [line.split(" ERROR] ", 1)[1] for line in err.splitlines() if " ERROR] " in line]
+    assert len(errors) == 1, err
+    return errors[0]
+
+
 def write_image(path, height=48, width=80, seed=0):
     image = np.random.default_rng(seed).integers(0, 256, (height, width, 3), dtype=np.uint8)
     cv2.imwrite(str(path), image)
@@ -184,6 +191,7 @@ def test_bad_input_among_many_is_skipped(tmp_path, capsys, weights):
     ("missing.png", None, "missing.png: no such file or directory"),
     ("fake.jpg", b"plain text, no pixels", "fake.jpg: not an image"),
     ("empty.png", b"", "empty.png: not an image"),
+    ("zero.ppm", b"P6\n0 5\n255\n", "zero.ppm: not an image"),  # Pillow refuses 0 pixels
 ])
 def test_unusable_single_input_is_refused_in_one_line(tmp_path, capsys, weights, name, content,
                                                       message):
@@ -224,6 +232,34 @@ def test_unusual_images_are_converted(tmp_path, capsys, weights, make, message):
     status, err = run_demo(capsys, "--input", str(path), "--output", str(out), weights=weights)
     assert status == 0 and message in err
     assert read_shape(out) == (32, 64, 3)
+
+
+def test_image_too_large_for_max_memory_is_downscaled(tmp_path, capsys, weights):
+    source = write_image(tmp_path / "photo.png", 60, 90)
+    out = tmp_path / "out.png"
+    # The quick-start config's 5 classes and 16 queries (panoptic): 4 * (2 * 5 + 6 * 16) + 256
+    # bytes a pixel, so 0.001 GB holds 1470 pixels.
+    status, err = run_demo(capsys, "--input", str(source), "--output", str(out),
+                           "--max-memory", "0.001", weights=weights)
+    assert status == 0
+    assert (f"WARNING] {source}: 90x60 downscaled to 46x31: the results for 5 classes and 16 "
+            "queries take about 680 bytes a pixel, and the memory limit is 0.001 GB "
+            "(demo.py: --max-memory)\n") in err
+    assert read_shape(out) == (31, 46, 3)
+
+
+def test_memory_cap_follows_classes_and_queries():
+    """An 8000x6000 photo with a 150-class, 100-query config fits in the default 4 GB."""
+    ade = quickstart_cfg(**{"MODEL.SEM_SEG_HEAD.NUM_CLASSES": 150,
+                            "MODEL.MASK_FORMER.NUM_OBJECT_QUERIES": 100})
+    memory = predictor.OutputMemory.from_config(ade)
+    assert memory.bytes_per_pixel == 4 * (2 * 150 + 6 * 100) + 256
+    assert memory.max_pixels == 1_037_344
+    assert predictor.fitted_size(6000, 8000, memory.max_pixels) == (882, 1176)
+    ade.MODEL.MASK_FORMER.TEST.PANOPTIC_ON = False  # no (Q, H, W) masks at the output size
+    memory = predictor.OutputMemory.from_config(ade, max_memory_gb=16)
+    assert (memory.bytes_per_pixel, memory.max_pixels) == (4 * 2 * 150 + 256, 10_989_010)
+    assert predictor.fitted_size(1, 100_000, 50) == (1, 50)  # a sliver stays within the limit
 
 
 def test_exif_rotated_jpeg_is_upright(tmp_path, capsys, weights):
@@ -279,6 +315,18 @@ def write_video(path, frames=5, size=(96, 64)):
     return path
 
 
+def corrupt_frames(path, frames):
+    """Zeroes part of the JPEG data of the given (0-based) frames of an MJPG video."""
+    data = bytearray(path.read_bytes())
+    starts, position = [], data.find(b"\xff\xd8\xff")
+    while position >= 0:
+        starts.append(position)
+        position = data.find(b"\xff\xd8\xff", position + 1)
+    for frame in frames:
+        data[starts[frame] + 200:starts[frame] + 1200] = bytes(1000)
+    path.write_bytes(bytes(data))
+
+
 def read_frame_shapes(path):
     video = cv2.VideoCapture(str(path))
     shapes = []
@@ -298,6 +346,42 @@ def test_video_gives_a_video_of_as_many_frames(tmp_path, capsys, weights, parall
                            weights=weights)
     assert status == 0 and "5 frames" in err
     assert read_frame_shapes(out) == [(64, 96, 3)] * 5
+
+
+def test_corrupt_frames_are_skipped_and_counted(tmp_path, capsys, weights):
+    source = write_video(tmp_path / "clip.avi", frames=8)
+    corrupt_frames(source, [2, 3, 5])
+    out = tmp_path / "clip_seg.avi"
+    status, err = run_demo(capsys, "--video-input", str(source), "--output", str(out),
+                           weights=weights)
+    assert status == 0
+    assert "WARNING] clip.avi: frames 3-4 of 8 unreadable: skipped\n" in err
+    assert "WARNING] clip.avi: frame 6 of 8 unreadable: skipped\n" in err
+    assert re.search(r"WARNING\] clip.avi: 5 of 8 frames written, 3 unreadable skipped in "
+                     rf"[\d.]+s \([\d.]+ frames/s\); saved {re.escape(str(out))}\n", err)
+    assert read_frame_shapes(out) == [(64, 96, 3)] * 5
+
+
+def test_reading_stops_after_too_many_unreadable_frames(tmp_path, caplog):
+    source = write_video(tmp_path / "clip.avi", frames=12)
+    corrupt_frames(source, [4, 5, 6, 7, 8])
+    frames = predictor.VideoFrames(cv2.VideoCapture(str(source)), "clip.avi",
+                                   max_unreadable_run=3)
+    assert len(list(frames)) == 4
+    assert (frames.read, frames.skipped, frames.unread, frames.total) == (4, 3, 5, 12)
+    assert caplog.messages[-1] == ("clip.avi: frames 5-7 of 12 unreadable: 3 in a row: stopped "
+                                   "reading, the remaining 5 frames were not read")
+
+
+def test_frames_too_large_for_max_memory_are_downscaled(tmp_path, capsys, weights):
+    source = write_video(tmp_path / "clip.avi", frames=2)
+    out = tmp_path / "clip_seg.avi"
+    status, err = run_demo(capsys, "--video-input", str(source), "--output", str(out),
+                           "--max-memory", "0.002", weights=weights)
+    assert status == 0
+    assert err.count("downscaled") == 1  # one warning for the video
+    assert "clip.avi: 96x64 downscaled to 66x44: " in err
+    assert read_frame_shapes(out) == [(44, 66, 3)] * 2
 
 
 def test_unreadable_video_is_refused(tmp_path, capsys, weights):
@@ -341,11 +425,67 @@ def test_missing_checkpoint_is_refused(tmp_path, capsys):
     assert status == 1 and "nothing.pth: no such file" in err
 
 
-def test_without_display_or_output_asks_for_output(tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr(demo, "display_available", lambda: False)
+@pytest.mark.parametrize("gui, display, problem", [
+    ("NONE", ":0", "the installed OpenCV is headless (opencv-python-headless, as setup.py "
+                   "installs: built without GUI support), so it cannot open windows"),
+    ("GTK3", None, "there is no display (neither DISPLAY nor WAYLAND_DISPLAY is set)"),
+], ids=["headless_opencv", "no_display"])
+def test_without_a_window_asks_for_output(tmp_path, capsys, monkeypatch, gui, display, problem):
+    monkeypatch.setattr(cv2, "getBuildInformation", lambda: f"  GUI:          {gui}\n")
+    monkeypatch.setattr(demo.sys, "platform", "linux")
+    monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
+    if display is None:
+        monkeypatch.delenv("DISPLAY", raising=False)
+    else:
+        monkeypatch.setenv("DISPLAY", display)
     source = write_image(tmp_path / "photo.png")
     status, err = run_demo(capsys, "--input", str(source), "--random-weights")
-    assert status == 1 and "pass --output" in err
+    assert status == 1
+    assert error_message(err) == (f"Cannot show the results in a window: {problem}. Pass "
+                                  "--output FILE for one image or a video, or --output DIR for "
+                                  "several images")
+
+
+@pytest.fixture(params=["chmod_500", "sysfs"])
+def read_only_folder(request, tmp_path):
+    """A folder in which files cannot be created: one without write permission (which root may
+    write in all the same), or Linux's /sys (in which not even root can create files)."""
+    if request.param == "sysfs":
+        folder = Path("/sys")
+    else:
+        folder = tmp_path / "read_only"
+        folder.mkdir()
+        folder.chmod(0o500)
+        request.addfinalizer(lambda: folder.chmod(0o700))
+    if not folder.is_dir() or demo.folder_write_problem(str(folder)) is None:
+        pytest.skip(f"files can be created in {folder} here (running as root?)")
+    return folder
+
+
+@pytest.mark.parametrize("source", ["image", "video"])
+def test_read_only_output_folder_is_named(tmp_path, capsys, read_only_folder, source):
+    if source == "image":
+        flags = ["--input", str(write_image(tmp_path / "photo.png"))]
+        out = read_only_folder / "out.png"
+    else:
+        flags = ["--video-input", str(write_video(tmp_path / "clip.avi", frames=1))]
+        out = read_only_folder / "out.mp4"
+    status, err = run_demo(capsys, *flags, "--random-weights", "--output", str(out))
+    assert status == 1
+    assert error_message(err) == (f"--output {out}: cannot write in the folder "
+                                  f"{read_only_folder} (Permission denied)")
+
+
+@pytest.mark.parametrize("below, problem", [("photo.png", "it is a file"),
+                                            ("photo.png/results", "Not a directory")])
+def test_output_folder_that_cannot_be_made_is_named(tmp_path, capsys, below, problem):
+    source = write_image(tmp_path / "photo.png")
+    folder = tmp_path / below
+    out = folder / "out.png"
+    status, err = run_demo(capsys, "--input", str(source), "--output", str(out),
+                           "--random-weights")
+    assert status == 1
+    assert error_message(err) == f"--output {out}: cannot write in the folder {folder} ({problem})"
 
 
 def test_config_file_is_found_from_any_directory(tmp_path, capsys, monkeypatch, weights):
@@ -369,3 +509,19 @@ def test_predictor_returns_semantic_and_panoptic_results(weights):
     assert all({"id", "isthing", "category_id"} <= set(s) for s in info)
     with pytest.raises(ValueError, match=r"\(H, W, 3\) uint8 BGR image"):
         model(image[:, :, 0])
+
+
+def test_predictor_refuses_empty_and_too_large_images(weights):
+    model = predictor.MaskFormerPredictor(quickstart_cfg(**{"MODEL.WEIGHTS": weights}),
+                                          max_memory_gb=0.001)
+    for shape in [(0, 0, 3), (0, 5, 3)]:
+        with pytest.raises(predictor.ImageError) as error:
+            model(np.zeros(shape, np.uint8))
+        assert str(error.value) == (f"MaskFormerPredictor got an empty image: shape {shape} has "
+                                    "no pixels")
+    with pytest.raises(ValueError) as error:  # an ImageError is a ValueError
+        model(np.zeros((50, 70, 3), np.uint8))
+    assert str(error.value) == ("MaskFormerPredictor: the results for a 70x50 image would take "
+                                "about 0.00238 GB, over max_memory_gb=0.001; downscale it to "
+                                "45x32 or less first, or pass a larger max_memory_gb")
+    assert model(np.zeros((30, 45, 3), np.uint8))["sem_seg"].shape == (5, 30, 45)

@@ -1,6 +1,7 @@
 """Weight conversion and the errors a user gets when MODEL.WEIGHTS cannot be read."""
 import importlib.util
 import pickle
+import types
 
 import pytest
 import torch
@@ -65,7 +66,65 @@ def test_converter_reports_unreadable_input(tmp_path, capsys):
     bad = tmp_path / "bad.pth"
     bad.write_bytes(b"not a checkpoint")
     assert load_tool("convert-torchvision-to-d2").main([str(bad), str(tmp_path / "out.pkl")]) == 1
-    assert "cannot read" in capsys.readouterr().err
+    assert capsys.readouterr().err == (f"error: cannot read {bad} as a checkpoint (Unsupported "
+                                       "operand 110)\n")
+
+
+def _run_converter(capsys, tool, *args):
+    status = load_tool(tool).main([str(arg) for arg in args])
+    captured = capsys.readouterr()
+    return status, captured.out, captured.err
+
+
+@pytest.mark.parametrize("content, message", [
+    ({"model": {"patch_embed.proj.weight": torch.ones(1)}},
+     "{path} does not look like a torchvision ResNet: it has no conv1.weight (its first entry is "
+     "patch_embed.proj.weight)"),
+    ({"conv1.weight": torch.ones(1), "epoch": 3},
+     "{path}: not a state dict of tensors (1 of its 2 entries are not tensors, e.g. 'epoch' of "
+     "type int)"),
+    ([torch.ones(1)], "{path}: no state dict in it (a list)"),
+], ids=["other_model", "not_tensors", "a_list"])
+def test_converter_refuses_what_it_cannot_convert(tmp_path, capsys, content, message):
+    path = tmp_path / "checkpoint.pth"
+    torch.save(content, path)
+    status, out, err = _run_converter(capsys, "convert-torchvision-to-d2", path, tmp_path / "o.pkl")
+    assert (status, out, err) == (1, "", "error: " + message.format(path=path) + "\n")
+    assert not (tmp_path / "o.pkl").exists()
+
+
+def test_converter_reports_unwritable_output_and_leaves_no_partial_file(tmp_path, capsys):
+    checkpoint = tmp_path / "swin.pth"
+    torch.save({"patch_embed.proj.weight": torch.ones(2)}, checkpoint)
+    out = tmp_path / "missing_folder" / "swin.pkl"
+    status, _, err = _run_converter(capsys, "convert-pretrained-swin-model-to-d2", checkpoint, out)
+    assert status == 1
+    assert err == f"error: cannot write {out} (No such file or directory)\n"
+    status, _, err = _run_converter(capsys, "convert-pretrained-swin-model-to-d2", checkpoint,
+                                    checkpoint)
+    assert (status, err) == (1, f"error: {checkpoint} is the input: pass another output file\n")
+    torch.load(checkpoint, weights_only=True)  # not overwritten
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["swin.pth"]
+
+
+def test_converter_writes_whole_files_only(tmp_path, monkeypatch, capsys):
+    """An interrupted write leaves neither a partial output nor an old one half replaced."""
+    from mask_former import checkpoint_conversion
+
+    def interrupted(data, f):
+        f.write(b"half")
+        raise KeyboardInterrupt
+
+    checkpoint = tmp_path / "swin.pth"
+    torch.save({"patch_embed.proj.weight": torch.ones(2)}, checkpoint)
+    out = tmp_path / "swin.pkl"
+    out.write_bytes(b"previous")
+    fake_pickle = types.SimpleNamespace(dump=interrupted, UnpicklingError=pickle.UnpicklingError)
+    monkeypatch.setattr(checkpoint_conversion, "pickle", fake_pickle)
+    with pytest.raises(KeyboardInterrupt):
+        _run_converter(capsys, "convert-pretrained-swin-model-to-d2", checkpoint, out)
+    assert out.read_bytes() == b"previous"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["swin.pkl", "swin.pth"]
 
 
 def test_missing_weight_file_says_how_to_proceed(tmp_path):

@@ -7,34 +7,35 @@ The parameter names of `D2SwinTransformer` are those of the official checkpoints
 changes the container; the classification head is dropped when the model loads (it has no
 counterpart, and detectron2 reports it as unused).
 """
-import argparse
-import pickle
 import sys
+from pathlib import Path
+from typing import Dict
 
-import torch
+import numpy as np
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+if str(REPO_ROOT) not in sys.path:  # runnable without `pip install -e .`
+    sys.path.insert(0, str(REPO_ROOT))
+
+from mask_former.checkpoint_conversion import (  # noqa: E402
+    converter_main, read_state_dict, to_numpy,
+)
 
 
-def convert_swin(checkpoint: dict) -> dict:
-    """Official Swin checkpoint ({"model": state_dict} or a state_dict) -> {name: numpy array}."""
-    state_dict = checkpoint.get("model", checkpoint)
-    return {name: tensor.detach().cpu().numpy() for name, tensor in state_dict.items()}
+def convert_file(path: str) -> Dict[str, np.ndarray]:
+    """Official Swin checkpoint ({"model": state_dict} or a state_dict) -> {name: numpy array}.
+
+    Read with weights_only=False, as before: checkpoints saved by the official training code also
+    hold its config (a yacs CfgNode), which weights_only=True refuses.
+    """
+    return to_numpy(read_state_dict(path, weights_only=False,
+                                    required=("patch_embed.proj.weight",),
+                                    kind="a Swin Transformer"))
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("input", help="official Swin checkpoint (.pth)")
-    parser.add_argument("output", help="detectron2 checkpoint to write (.pkl)")
-    args = parser.parse_args(argv)
-    try:
-        checkpoint = torch.load(args.input, map_location="cpu", weights_only=False)
-    except (OSError, RuntimeError, pickle.UnpicklingError) as error:
-        print(f"error: cannot read {args.input}: {error}", file=sys.stderr)
-        return 1
-    model = convert_swin(checkpoint)
-    with open(args.output, "wb") as f:
-        pickle.dump({"model": model, "__author__": "third_party", "matching_heuristics": True}, f)
-    print(f"wrote {len(model)} tensors to {args.output}")
-    return 0
+    return converter_main(convert_file, description=__doc__, author="third_party",
+                          input_help="official Swin checkpoint (.pth)", argv=argv)
 
 
 if __name__ == "__main__":

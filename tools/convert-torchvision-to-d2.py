@@ -7,12 +7,20 @@ Then train with MODEL.WEIGHTS R-50.pkl (and MODEL.RESNETS.STRIDE_IN_1X1 False, a
 configs set). The output is what the configs' `detectron2://ImageNetPretrained/torchvision/R-50.pkl`
 names, for machines that cannot download it.
 """
-import argparse
-import pickle
 import re
 import sys
+from pathlib import Path
+from typing import Dict
 
-import torch
+import numpy as np
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+if str(REPO_ROOT) not in sys.path:  # runnable without `pip install -e .`
+    sys.path.insert(0, str(REPO_ROOT))
+
+from mask_former.checkpoint_conversion import (  # noqa: E402
+    converter_main, read_state_dict, to_numpy,
+)
 
 # torchvision name pattern -> detectron2 name, applied in order.
 RENAMES = [
@@ -25,35 +33,29 @@ RENAMES = [
 ]
 
 
-def convert_torchvision_resnet(state_dict: dict) -> dict:
+def convert_torchvision_resnet(state_dict: dict) -> Dict[str, np.ndarray]:
     """torchvision ResNet state_dict -> {detectron2 name: numpy array}; drops fc and counters."""
     converted = {}
-    for name, tensor in state_dict.items():
+    for name, array in to_numpy(state_dict).items():
         if name.startswith("fc.") or name.endswith("num_batches_tracked"):
             continue
         new_name = name
         for pattern, replacement in RENAMES:
             new_name = re.sub(pattern, replacement, new_name)
-        converted[new_name] = tensor.detach().cpu().numpy()
+        converted[new_name] = array
     return converted
 
 
+def convert_file(path: str) -> Dict[str, np.ndarray]:
+    return convert_torchvision_resnet(
+        read_state_dict(path, required=("conv1.weight",),
+                        kind="a torchvision ResNet")
+    )
+
+
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("input", help="torchvision checkpoint (.pth), a state_dict")
-    parser.add_argument("output", help="detectron2 checkpoint to write (.pkl)")
-    args = parser.parse_args(argv)
-    try:
-        state_dict = torch.load(args.input, map_location="cpu", weights_only=True)
-    except (OSError, RuntimeError, pickle.UnpicklingError) as error:
-        print(f"error: cannot read {args.input}: {error}", file=sys.stderr)
-        return 1
-    state_dict = state_dict.get("state_dict", state_dict)
-    model = convert_torchvision_resnet(state_dict)
-    with open(args.output, "wb") as f:
-        pickle.dump({"model": model, "__author__": "torchvision", "matching_heuristics": True}, f)
-    print(f"wrote {len(model)} tensors to {args.output}")
-    return 0
+    return converter_main(convert_file, description=__doc__, author="torchvision",
+                          input_help="torchvision checkpoint (.pth), a state_dict", argv=argv)
 
 
 if __name__ == "__main__":
