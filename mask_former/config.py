@@ -147,6 +147,9 @@ def add_acceleration_config(cfg: CN) -> None:
     cfg.ACCELERATION.COMPILE = False
     # The mask losses of all decoder layers as a couple of fused (compiled) kernels.
     cfg.ACCELERATION.FUSED_MASK_LOSSES = True
+    # Mask2Former's multi-scale deformable attention through torch.compile (fused sampling
+    # kernels) instead of the eager grid_sample path.
+    cfg.ACCELERATION.FAST_DEFORMABLE_ATTENTION = False
     # Training batches pinned in a background thread, copied to the GPU without a host wait.
     cfg.ACCELERATION.PINNED_BATCHES = True
     # AdamW's fused CUDA kernel.

@@ -21,7 +21,7 @@ from helpers import relative_error
 from mask_former.engine import AcceleratedMaskFormer, FusedMaskLosses, accelerate, pin_batch
 from mask_former.modeling.losses import layerwise_mask_losses, upsampled_mask_losses
 from mask_former.solver import build_optimizer
-from tiny_models import tiny_batch, tiny_config
+from tiny_models import tiny_batch, tiny_config, tiny_mask2former_config
 
 pytestmark = pytest.mark.gpu
 
@@ -62,8 +62,8 @@ def _perturb_parameters(model: torch.nn.Module, seed: int = 0) -> None:
         p.mul_(1 + ULP * signs)
 
 
-def _cfg(norm="FrozenBN", **overrides):
-    cfg = tiny_config()
+def _cfg(norm="FrozenBN", mask2former=False, **overrides):
+    cfg = tiny_mask2former_config() if mask2former else tiny_config()
     cfg.MODEL.DEVICE = "cuda"
     cfg.MODEL.RESNETS.NORM = norm
     # SGD without momentum: stateless, so a step can be re-run from the same parameters.
@@ -84,8 +84,10 @@ def _twins(cfg):
     return eager, fast
 
 
-def _step(model, batch, autocast_dtype=None, optimizer=None):
-    """One training step: (loss, gradients of the parameters that have one)."""
+def _step(model, batch, autocast_dtype=None, optimizer=None, seed=0):
+    """One training step: (loss, gradients of the parameters that have one). Seeded: Mask2Former's
+    losses draw random points."""
+    torch.manual_seed(seed)
     with torch.autocast("cuda", dtype=autocast_dtype or torch.float32, enabled=autocast_dtype is not None):
         losses = model(batch)
     total = sum(losses.values())
@@ -285,6 +287,31 @@ def test_compiled_network_trains_like_eager():
     loss, grads = _step(fast, batch)
     assert_within_noise(loss, expected[0], [n[0] for n in noisy], "compiled loss")
     assert_within_noise(grads, expected[1], [n[1] for n in noisy], "compiled gradients")
+
+
+@pytest.mark.parametrize("fast_attention", [False, True], ids=["eager_attention", "compiled_attention"])
+def test_accelerated_mask2former_trains_and_infers_like_eager(deterministic_cudnn, fast_attention):
+    """Mask2Former's network (deformable attention, masked attention) replayed from CUDA graphs,
+    its deformable attention compiled or not."""
+    cfg = _cfg(mask2former=True, **{"ACCELERATION.FAST_DEFORMABLE_ATTENTION": str(fast_attention)})
+    eager, fast = _twins(cfg)
+    batch = tiny_batch(sizes=((96, 96), (96, 96)))
+    for _ in range(2):  # records, then replays
+        expected = _step(eager, batch)
+        noisy = _eager_noise(eager, batch)
+        loss, grads = _step(fast, batch)
+        assert_within_noise(loss, expected[0], [n[0] for n in noisy], "Mask2Former loss")
+        assert_within_noise(grads, expected[1], [n[1] for n in noisy], "Mask2Former gradients")
+    assert len(fast._train_graphs.graphs) == 1
+    eager.eval(), fast.eval()
+    for item in batch:
+        del item["instances"]
+    with torch.no_grad():
+        reference, again = eager(batch), eager(batch)
+        for _ in range(2):
+            results = fast(batch)
+    for result, ref, rerun in zip(results, reference, again):
+        assert_within_noise(result["sem_seg"], ref["sem_seg"], [rerun["sem_seg"]], "sem_seg")
 
 
 def test_accelerate_is_the_identity_off_the_gpu_or_when_disabled():

@@ -22,8 +22,9 @@ from tiny_models import tiny_batch, tiny_config
 
 BACKBONES = ["build_resnet_backbone", "D2SwinTransformer"]
 # One name per pixel decoder, built with its config defaults; the transformer decoder reads its
-# encoder output where the class sets `produces_encoder_features`, else res5.
-PIXEL_DECODERS = ["BasePixelDecoder", "TransformerEncoderPixelDecoder"]
+# encoder output where the class sets `produces_encoder_features`, else res5; Mask2Former's
+# pixel decoder comes with Mask2Former's decoder and point-sampled losses.
+PIXEL_DECODERS = ["BasePixelDecoder", "TransformerEncoderPixelDecoder", "MSDeformAttnPixelDecoder"]
 
 NUM_CLASSES = 5
 MAX_SIDE = 1100
@@ -87,7 +88,13 @@ def model_config(backbone: str, pixel_decoder: str, panoptic: bool = False):
     cfg.MODEL.SWIN.DROP_PATH_RATE = 0.0
     cfg.MODEL.SEM_SEG_HEAD.PIXEL_DECODER_NAME = pixel_decoder
     cfg.MODEL.SEM_SEG_HEAD.TRANSFORMER_ENC_LAYERS = 1
-    if getattr(PIXEL_DECODER_REGISTRY.get(pixel_decoder), "produces_encoder_features", False):
+    if pixel_decoder == "MSDeformAttnPixelDecoder":
+        cfg.MODEL.SEM_SEG_HEAD.DEFORMABLE_TRANSFORMER_ENCODER_N_HEADS = 4
+        cfg.MODEL.MASK_FORMER.TRANSFORMER_DECODER_NAME = "MultiScaleMaskedTransformerDecoder"
+        cfg.MODEL.MASK_FORMER.TRANSFORMER_IN_FEATURE = "multi_scale_pixel_decoder"
+        cfg.MODEL.MASK_FORMER.DEC_LAYERS = 4
+        cfg.MODEL.MASK_FORMER.TRAIN_NUM_POINTS = 64
+    elif getattr(PIXEL_DECODER_REGISTRY.get(pixel_decoder), "produces_encoder_features", False):
         cfg.MODEL.MASK_FORMER.TRANSFORMER_IN_FEATURE = "transformer_encoder"
     cfg.MODEL.MASK_FORMER.TEST.PANOPTIC_ON = panoptic
     cfg.DATASETS.TRAIN = (METADATA_NAME,)

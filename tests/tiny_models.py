@@ -60,3 +60,21 @@ def tiny_batch(num_classes: int = 5, sizes=((64, 96), (80, 64)), seed: int = 0):
         instances.gt_masks = torch.stack([label_map == c for c in bands])
         batch.append({"image": image, "instances": instances, "height": height, "width": width})
     return batch
+
+
+def tiny_mask2former_config(num_classes: int = 5):
+    """`tiny_config` with Mask2Former's parts: MSDeformAttnPixelDecoder,
+    MultiScaleMaskedTransformerDecoder (3 layers + the queries) and point-sampled losses."""
+    cfg = tiny_config(num_classes)
+    cfg.MODEL.SEM_SEG_HEAD.CONVS_DIM = 64  # GroupNorm(32) over the decoder's input projections
+    cfg.MODEL.SEM_SEG_HEAD.PIXEL_DECODER_NAME = "MSDeformAttnPixelDecoder"
+    cfg.MODEL.SEM_SEG_HEAD.TRANSFORMER_ENC_LAYERS = 1
+    cfg.MODEL.SEM_SEG_HEAD.DEFORMABLE_TRANSFORMER_ENCODER_N_HEADS = 4
+    cfg.MODEL.MASK_FORMER.TRANSFORMER_DECODER_NAME = "MultiScaleMaskedTransformerDecoder"
+    cfg.MODEL.MASK_FORMER.TRANSFORMER_IN_FEATURE = "multi_scale_pixel_decoder"
+    cfg.MODEL.MASK_FORMER.DEC_LAYERS = 4
+    cfg.MODEL.MASK_FORMER.TRAIN_NUM_POINTS = 256
+    cfg.MODEL.MASK_FORMER.CLASS_WEIGHT = 2.0
+    cfg.MODEL.MASK_FORMER.MASK_WEIGHT = 5.0
+    cfg.MODEL.MASK_FORMER.DICE_WEIGHT = 5.0
+    return cfg

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from ..mask_former_model import MaskFormer
+from ..modeling.pixel_decoder.ops.ms_deform_attn import use_fast_ms_deform_attn
 from .cuda_graph import CUDAGraphRunner, TrainingGraphs
 from .fused_losses import FusedMaskLosses
 from .pinned_batches import PinnedBatches, pin_batch
@@ -85,7 +86,8 @@ def accelerate(model: nn.Module, cfg) -> nn.Module:
     """`model` with the fast paths of cfg.ACCELERATION: a module to call in its place.
 
     On a CUDA device: the fused mask losses are installed in the model's criterion
-    (FUSED_MASK_LOSSES), and a MaskFormer is wrapped in AcceleratedMaskFormer for CUDA graphs
+    (FUSED_MASK_LOSSES), deformable attention takes its compiled path (FAST_DEFORMABLE_ATTENTION),
+    and a MaskFormer is wrapped in AcceleratedMaskFormer for CUDA graphs
     (TRAIN_CUDA_GRAPH, TEST_CUDA_GRAPH, CUDA_GRAPH_MAX_SHAPES) and compilation (COMPILE). Elsewhere,
     or with ACCELERATION.ENABLED False, `model` itself is returned. Keep `model` for checkpoints.
     """
@@ -94,6 +96,8 @@ def accelerate(model: nn.Module, cfg) -> nn.Module:
         return model
     if accel.FUSED_MASK_LOSSES and hasattr(getattr(model, "criterion", None), "mask_losses"):
         model.criterion.mask_losses = FusedMaskLosses()
+    if accel.FAST_DEFORMABLE_ATTENTION:
+        use_fast_ms_deform_attn(model)
     wants_network_paths = accel.TRAIN_CUDA_GRAPH or accel.TEST_CUDA_GRAPH or accel.COMPILE
     if not wants_network_paths:
         return model
