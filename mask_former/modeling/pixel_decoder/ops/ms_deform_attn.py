@@ -169,12 +169,11 @@ class MSDeformAttn(nn.Module):
         offsets = self.sampling_offsets(query).view(batch, num_queries, heads, levels, points, 2)
         weights = self.attention_weights(query).view(batch, num_queries, heads, levels * points)
         weights = weights.softmax(-1).view(batch, num_queries, heads, levels, points)
-        # Offsets are in pixels of each level: divide by its (W_l, H_l). Filled on the device from
-        # Python ints: no host-to-device copy, which a CUDA graph capture would refuse.
-        normalizer = offsets.new_empty(len(shapes), 2)
-        for level, (height, width) in enumerate(shapes):
-            normalizer[level, 0] = width
-            normalizer[level, 1] = height
+        # Offsets are in pixels of each level: divide by its (W_l, H_l). Made on the device with
+        # fills from Python numbers: a tensor from the host (torch.tensor, or assigning a number
+        # into an element) is a host-to-device copy, which a CUDA graph capture refuses.
+        normalizer = torch.stack([torch.stack([offsets.new_full((), width), offsets.new_full((), height)])
+                                  for height, width in shapes])  # (L, 2)
         sampling_locations = (reference_points[:, :, None, :, None, :]
                               + offsets / normalizer[None, None, None, :, None, :])
         output = ms_deform_attn(value, shapes, level_start_index, sampling_locations, weights,
