@@ -1,3 +1,4 @@
+import logging
 import os
 from pathlib import Path
 
@@ -15,3 +16,21 @@ def shared_path(*parts: str) -> Path:
             pytest.fail(f"{path} is missing; CI runs with ../shared beside the checkout")
         pytest.skip(f"{path} not found (set MASK_FORMER_SHARED to the shared folder)")
     return path
+
+
+@pytest.fixture(autouse=True)
+def restore_logging():
+    """Undoes detectron2's setup_logger after each test: train_net.setup (run in-process by some
+    tests) gives the detectron2, fvcore and mask_former loggers handlers on sys.stdout as pytest
+    captured it, which later tests would log into once closed, and turns their propagation off,
+    which hides their records from caplog."""
+    from detectron2.utils.logger import setup_logger
+
+    loggers = [logging.getLogger(name) for name in ("detectron2", "fvcore", "mask_former")]
+    saved = [(logger, list(logger.handlers), logger.propagate, logger.level) for logger in loggers]
+    yield
+    for logger, handlers, propagate, level in saved:
+        logger.handlers[:] = handlers
+        logger.propagate = propagate
+        logger.setLevel(level)
+    setup_logger.cache_clear()
