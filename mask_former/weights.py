@@ -77,11 +77,11 @@ def check_weights(path: str, advice: str = HOW_TO_GET_WEIGHTS, required: bool = 
         local = PathManager.get_local_path(path)
     except OSError as error:  # URLError, timeouts, connection errors: all OSErrors
         raise WeightsNotFoundError(
-            f"MODEL.WEIGHTS={path!r} could not be fetched ({type(error).__name__}: "
+            f"MODEL.WEIGHTS={path} could not be fetched ({type(error).__name__}: "
             f"{' '.join(str(error).split())}). " + advice
         ) from None
     if not os.path.isfile(local):
-        raise WeightsNotFoundError(f"MODEL.WEIGHTS={path!r}: no such file. " + advice)
+        raise WeightsNotFoundError(f"MODEL.WEIGHTS={path}: no such file. " + advice)
     return local
 
 
@@ -167,7 +167,8 @@ class MaskFormerCheckpointer(DetectionCheckpointer):
                 f"{self._loading or filename}: not a readable checkpoint, perhaps truncated or "
                 f"corrupt ({type(error).__name__}: {reason})") from None
         weights = checkpoint.get("model") if isinstance(checkpoint, dict) else None
-        if not isinstance(weights, dict) or not weights or not all(
+        # Any array will do: Caffe2-era .pkl files mix a few other entries in.
+        if not isinstance(weights, dict) or not any(
                 isinstance(value, (torch.Tensor, np.ndarray)) for value in weights.values()):
             raise UnreadableWeightsError(
                 f"{self._loading or filename}: not a checkpoint of model weights (expected a "

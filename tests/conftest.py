@@ -20,13 +20,15 @@ def shared_path(*parts: str) -> Path:
 
 @pytest.fixture(autouse=True)
 def restore_logging():
-    """Undoes detectron2's setup_logger after each test: train_net.setup (run in-process by some
-    tests) gives the detectron2, fvcore and mask_former loggers handlers on sys.stdout as pytest
-    captured it, which later tests would log into once closed, and turns their propagation off,
-    which hides their records from caplog."""
+    """Undoes the logging set-up of entry points run in-process after each test: train_net.setup
+    (detectron2's setup_logger) gives the detectron2, fvcore and mask_former loggers handlers on
+    sys.stdout as pytest captured it, which later tests would log into once closed, and turns
+    their propagation off, which hides their records from caplog."""
     from detectron2.utils.logger import setup_logger
 
-    loggers = [logging.getLogger(name) for name in ("detectron2", "fvcore", "mask_former")]
+    # The demo and analyze_model add their own handlers in main(), once per module copy.
+    names = ("detectron2", "fvcore", "mask_former", "mask_former_demo", "mask_former_analyze_model")
+    loggers = [logging.getLogger(name) for name in names]
     saved = [(logger, list(logger.handlers), logger.propagate, logger.level) for logger in loggers]
     yield
     for logger, handlers, propagate, level in saved:

@@ -24,10 +24,13 @@ def config_from_yaml(text: str) -> CfgNode:
 
 def load_script(path: Path, name: str):
     """Imports the script at `path` as module `name`, with its directory on sys.path first, as
-    `python path` runs it (demo/demo.py imports its neighbour predictor.py)."""
+    `python path` runs it (demo/demo.py imports its neighbour predictor.py); imported once."""
+    if name in sys.modules:
+        return sys.modules[name]
     if str(path.parent) not in sys.path:
         sys.path.insert(0, str(path.parent))
     spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
     spec.loader.exec_module(module)
     return module

@@ -17,9 +17,9 @@ from tiny_models import QUICKSTART_CONFIG
 sys.path.insert(0, str(REPO_ROOT))
 import train_net  # noqa: E402
 
-demo = load_script(REPO_ROOT / "demo" / "demo.py", "demo_for_config_tests")
-analyze_model = load_script(REPO_ROOT / "tools" / "analyze_model.py", "analyze_for_config_tests")
-benchmark = load_script(REPO_ROOT / "tools" / "benchmark.py", "benchmark_for_config_tests")
+demo = load_script(REPO_ROOT / "demo" / "demo.py", "maskformer_demo")
+analyze_model = load_script(REPO_ROOT / "tools" / "analyze_model.py", "analyze_model")
+benchmark = load_script(REPO_ROOT / "tools" / "benchmark.py", "benchmark")
 
 LOGGED_ERROR = re.compile(r"^\[\d\d:\d\d:\d\d ERROR\] (.*)$")
 

@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 from detectron2.data import DatasetCatalog, MetadataCatalog
 
 from conftest import REPO_ROOT
@@ -92,18 +93,25 @@ def test_test_time_augmentation_without_semantic_metrics_is_refused(tmp_path):
 
 # ------------------------------------------------------------------ several workers
 
-@pytest.mark.slow
-def test_only_rank_0_writes_to_stdout_and_log_txt(tmp_path):
-    """2 CPU workers (Gloo) train 2 steps from a partial checkpoint and evaluate: each worker
-    logs the checkpoint summary (mask_former.weights), rank 0 to stdout and log.txt, rank 1 to
-    log.txt.rank1 only; the final results (rank 0's) are in stdout and log.txt once."""
+TWO_GPUS = pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs 2 CUDA GPUs")
+
+
+@pytest.mark.parametrize("device", [pytest.param("cpu", marks=pytest.mark.slow),
+                                    pytest.param("cuda", marks=[pytest.mark.gpu, TWO_GPUS])])
+def test_only_rank_0_writes_to_stdout_and_log_txt(tmp_path, device):
+    """2 workers (CPU: Gloo; GPU: NCCL, DDP with device_ids) train 2 steps from a partial
+    checkpoint and evaluate: each worker logs the checkpoint summary (mask_former.weights),
+    rank 0 to stdout and log.txt, rank 1 to log.txt.rank1 only; the final results (rank 0's)
+    are in stdout and log.txt once."""
     weights = save_quickstart_weights(tmp_path / "six_classes.pth", "MODEL.SEM_SEG_HEAD.NUM_CLASSES", "6")
     output = tmp_path / "run"
     command = [sys.executable, str(REPO_ROOT / "train_net.py"), "--config-file", str(QUICKSTART_CONFIG),
                "--num-gpus", "2", "MODEL.WEIGHTS", str(weights), "OUTPUT_DIR", str(output),
                "SOLVER.MAX_ITER", "2", "SOLVER.IMS_PER_BATCH", "4", "DATALOADER.NUM_WORKERS", "0",
-               "INPUT.MIN_SIZE_TEST", "64", "INPUT.MAX_SIZE_TEST", "64"]
-    env = dict(os.environ, OMP_NUM_THREADS="1", CUDA_VISIBLE_DEVICES="")
+               "INPUT.MIN_SIZE_TEST", "64", "INPUT.MAX_SIZE_TEST", "64", "MODEL.DEVICE", device]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    if device == "cpu":
+        env["CUDA_VISIBLE_DEVICES"] = ""  # launch starts Gloo workers where it sees no GPU
     completed = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path, env=env,
                                timeout=300)
     assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
@@ -114,3 +122,17 @@ def test_only_rank_0_writes_to_stdout_and_log_txt(tmp_path):
     assert completed.stdout.count(summary) == 1 and log.count(summary) == 1
     assert rank1.count(summary) == 1
     assert completed.stdout.count(final) == 1 and log.count(final) == 1 and final not in rank1
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_training_on_a_gpu_returns_the_evaluation_results(tmp_path):
+    """The Trainer (its copy of DefaultTrainer.__init__) on one GPU: 3 steps, then the final
+    evaluation, whose results train() returns."""
+    results = train_net.main(parse(
+        "OUTPUT_DIR", str(tmp_path), "MODEL.DEVICE", "cuda", "SOLVER.MAX_ITER", "3",
+        "SOLVER.IMS_PER_BATCH", "4", "DATASETS.TEST", f"('{VAL_SUBSET}',)",
+        "DATALOADER.NUM_WORKERS", "0"))
+    assert set(results) == {"sem_seg", "panoptic_seg"}
+    assert 0 <= results["sem_seg"]["mIoU"] <= 100
+    assert (tmp_path / "model_final.pth").is_file()

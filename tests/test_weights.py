@@ -82,7 +82,7 @@ def test_missing_weight_file_says_how_to_proceed(tmp_path):
     path = str(tmp_path / "missing.pkl")
     with pytest.raises(WeightsNotFoundError) as error:
         check_weights(path)
-    assert str(error.value).startswith(f"MODEL.WEIGHTS={path!r}: no such file. To proceed: ")
+    assert str(error.value).startswith(f"MODEL.WEIGHTS={path}: no such file. To proceed: ")
     assert "convert-torchvision-to-d2" in str(error.value)
     assert isinstance(error.value, FileNotFoundError)
 
@@ -98,7 +98,7 @@ def test_unfetchable_weights_say_how_to_proceed(monkeypatch):
     with pytest.raises(WeightsNotFoundError) as error:
         check_weights(url)
     assert str(error.value).startswith(
-        f"MODEL.WEIGHTS={url!r} could not be fetched (ConnectionError: network unreachable). ")
+        f"MODEL.WEIGHTS={url} could not be fetched (ConnectionError: network unreachable). ")
 
 
 def test_empty_weights_mean_from_scratch():
