@@ -8,7 +8,7 @@ import difflib
 import logging
 import re
 from pathlib import Path
-from typing import List, Sequence
+from typing import Sequence
 
 import torch
 import yaml
