@@ -8,37 +8,38 @@
 Options after the flags are config overrides (KEY VALUE pairs). Multi-machine: --num-machines,
 --machine-rank and --dist-url, as every detectron2 tool. Before training, the datasets of
 DATASETS.TRAIN and DATASETS.TEST are checked: registered and loadable always; every file decoded
-and checked on a first start (not with --resume; --skip-dataset-check skips it).
+and checked on a first start (not with --resume; --skip-dataset-check skips it). A problem with
+the config, the data, the weights or OUTPUT_DIR is reported in one line, with exit status 1.
 """
 import importlib.util
 import logging
 import os
+import sys
 import weakref
 from collections import OrderedDict
 
-import detectron2.engine
 import torch
-from detectron2.checkpoint import DetectionCheckpointer
-from detectron2.config import get_cfg
 from detectron2.data import MetadataCatalog
 from detectron2.engine import (AMPTrainer, DefaultTrainer, SimpleTrainer, TrainerBase,
-                               default_setup, launch)
+                               create_ddp_model, default_argument_parser, default_setup, hooks,
+                               launch)
 from detectron2.evaluation import DatasetEvaluators, verify_results
 from detectron2.utils.events import CommonMetricPrinter, JSONWriter
 from detectron2.projects.deeplab import build_lr_scheduler
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
-from torch.nn.parallel import DistributedDataParallel
+from torch.multiprocessing import ProcessExitedException
 
-from mask_former import add_mask_former_config
+from mask_former.config import ConfigError, cpu_fallback, load_config
 from mask_former.data import build_test_loader, build_train_loader
 from mask_former.data.dataset_check import (check_datasets_registered_and_loadable,
                                             scan_before_training)
 from mask_former.engine import accelerate, fused_optimizer, pin_batches
+from mask_former.errors import UserError
 from mask_former.evaluation import CheckedSemSegEvaluator, PanopticQualityEvaluator
 from mask_former.solver import build_optimizer
 from mask_former.test_time_augmentation import SemanticSegmentorWithTTA
-from mask_former.weights import check_weights
+from mask_former.weights import MaskFormerCheckpointer, check_weights
 
 # evaluator_type -> (semantic metrics, panoptic quality)
 EVALUATORS = {
@@ -51,18 +52,6 @@ EVALUATORS = {
 
 
 AMP_PRECISIONS = {"float16": torch.float16, "bfloat16": torch.bfloat16}
-
-
-def create_ddp_model(model: torch.nn.Module) -> torch.nn.Module:
-    """DistributedDataParallel over all workers when there are several, on GPUs or CPUs (Gloo).
-
-    detectron2's own helper always passes device_ids, which DDP refuses for a CPU model.
-    """
-    if comm.get_world_size() == 1:
-        return model
-    on_gpu = next(model.parameters()).device.type == "cuda"
-    device_ids = [comm.get_local_rank()] if on_gpu else None
-    return DistributedDataParallel(model, device_ids=device_ids, broadcast_buffers=False)
 
 
 def build_train_loop(cfg, model, data_loader, optimizer):
@@ -85,22 +74,43 @@ class Trainer(DefaultTrainer):
     """DefaultTrainer with MaskFormer's mappers, evaluators, optimizer and poly schedule."""
 
     def __init__(self, cfg):
-        # DefaultTrainer.__init__ with three changes: the acceleration step (the training loop runs
-        # the accelerated model, the checkpointer saves the eager one), DDP that also runs on CPU
-        # workers, and the training loop of build_train_loop.
+        # A copy of DefaultTrainer.__init__, which cannot be told the acceleration step (the
+        # loop runs the accelerated model, the checkpointer saves the eager one), the training
+        # loop (bf16 AMP and metrics written off the step, build_train_loop), DDP's device_ids
+        # (None on CPU workers) or the checkpointer (MaskFormerCheckpointer's one-line summaries).
         TrainerBase.__init__(self)
         cfg = DefaultTrainer.auto_scale_workers(cfg, comm.get_world_size())
-        eager = self.build_model(cfg)
-        optimizer = self.build_optimizer(cfg, eager)
+        model = self.build_model(cfg)
+        optimizer = self.build_optimizer(cfg, model)
         data_loader = self.build_train_loader(cfg)
-        model = create_ddp_model(accelerate(eager, cfg))
-        self._trainer = build_train_loop(cfg, model, data_loader, optimizer)
+        device_ids = [comm.get_local_rank()] if cfg.MODEL.DEVICE.startswith("cuda") else None
+        ddp_model = create_ddp_model(accelerate(model, cfg), broadcast_buffers=False,
+                                     device_ids=device_ids)
+        self._trainer = build_train_loop(cfg, ddp_model, data_loader, optimizer)
         self.scheduler = self.build_lr_scheduler(cfg, optimizer)
-        self.checkpointer = DetectionCheckpointer(eager, cfg.OUTPUT_DIR, trainer=weakref.proxy(self))
+        self.checkpointer = MaskFormerCheckpointer(model, cfg.OUTPUT_DIR, allow_partial=True,
+                                                   trainer=weakref.proxy(self))
         self.start_iter = 0
         self.max_iter = cfg.SOLVER.MAX_ITER
         self.cfg = cfg
+        self.eval_results = OrderedDict()  # of the last evaluation (empty before one)
         self.register_hooks(self.build_hooks())
+
+    def build_hooks(self):
+        """detectron2's hooks, with an evaluation hook that keeps its results in `eval_results`."""
+        return [hooks.EvalHook(self.cfg.TEST.EVAL_PERIOD, self.evaluate)
+                if isinstance(hook, hooks.EvalHook) else hook for hook in super().build_hooks()]
+
+    def evaluate(self):
+        self.eval_results = self.test(self.cfg, self.model)
+        return self.eval_results
+
+    def train(self):
+        """Trains from `start_iter`; returns the last evaluation's results (empty without one)."""
+        TrainerBase.train(self, self.start_iter, self.max_iter)
+        if self.cfg.TEST.EXPECTED_RESULTS and comm.is_main_process():
+            verify_results(self.cfg, self.eval_results)
+        return self.eval_results
 
     def build_writers(self):
         """detectron2's writers, without TensorBoard's where the tensorboard package is missing."""
@@ -125,8 +135,7 @@ class Trainer(DefaultTrainer):
         semantic, panoptic = EVALUATORS[evaluator_type]
         evaluators = []
         if semantic:
-            evaluators.append(CheckedSemSegEvaluator(dataset_name, distributed=True,
-                                                     output_dir=output_folder))
+            evaluators.append(semantic_evaluator(dataset_name, output_folder))
         if panoptic:
             evaluators.append(PanopticQualityEvaluator(dataset_name, output_dir=output_folder))
         return evaluators[0] if len(evaluators) == 1 else DatasetEvaluators(evaluators)
@@ -149,27 +158,76 @@ class Trainer(DefaultTrainer):
 
     @classmethod
     def test_with_TTA(cls, cfg, model):
+        """Semantic metrics of the test-time augmented model (SemanticSegmentorWithTTA averages
+        semantic outputs; a panoptic dataset gets its semantic metrics, as the official code)."""
         logging.getLogger("mask_former").info("Running inference with test-time augmentation ...")
         model = SemanticSegmentorWithTTA(cfg, model)
-        evaluators = [
-            cls.build_evaluator(cfg, name, output_folder=os.path.join(cfg.OUTPUT_DIR, "inference_TTA"))
-            for name in cfg.DATASETS.TEST
-        ]
+        output_folder = os.path.join(cfg.OUTPUT_DIR, "inference_TTA")
+        evaluators = [semantic_evaluator(name, output_folder) for name in cfg.DATASETS.TEST]
         results = cls.test(cfg, model, evaluators)
         return OrderedDict((k + "_TTA", v) for k, v in results.items())
 
 
+def semantic_evaluator(dataset_name: str, output_folder: str) -> CheckedSemSegEvaluator:
+    return CheckedSemSegEvaluator(dataset_name, distributed=True, output_dir=output_folder)
+
+
+def argument_parser():
+    """detectron2's arguments (default_argument_parser), --overwrite and --skip-dataset-check."""
+    parser = default_argument_parser()
+    parser.add_argument(
+        "--overwrite", action="store_true",
+        help="train into an OUTPUT_DIR that holds checkpoints of another run, replacing them "
+             "as the new run saves its own (without it, such a directory is refused)")
+    parser.add_argument(
+        "--skip-dataset-check", action="store_true",
+        help="start training without first decoding and checking every image and label file of "
+             "DATASETS.TRAIN and DATASETS.TEST (done on a start without --resume, once per "
+             "OUTPUT_DIR; tools/check_dataset.py runs the same check on its own)")
+    return parser
+
+
+def load_and_check(args):
+    """The config of `args` (not frozen), checked against what the run will do.
+
+    Raises ConfigError where training would replace the checkpoints of a previous run
+    (without --resume or --overwrite), or test-time augmentation has nothing to evaluate, and
+    a weights error where MODEL.WEIGHTS is needed (evaluation) and empty, or not found.
+    """
+    cfg = load_config(args.config_file, args.opts)
+    if not args.eval_only and not args.resume and not args.overwrite:
+        check_output_dir(cfg.OUTPUT_DIR)
+    if args.eval_only and cfg.TEST.AUG.ENABLED:
+        for name in cfg.DATASETS.TEST:
+            evaluator_type = MetadataCatalog.get(name).get("evaluator_type", None)
+            if not EVALUATORS.get(evaluator_type, (False, False))[0]:
+                raise ConfigError(
+                    f"TEST.AUG.ENABLED: test-time augmentation averages semantic outputs, and "
+                    f"{name} (evaluator_type {evaluator_type!r}) has no semantic metrics; set "
+                    "TEST.AUG.ENABLED False")
+    if not (args.resume and os.path.exists(os.path.join(cfg.OUTPUT_DIR, "last_checkpoint"))):
+        check_weights(cfg.MODEL.WEIGHTS, required=args.eval_only)
+    return cfg
+
+
+def check_output_dir(output_dir: str) -> None:
+    """Raises ConfigError where `output_dir` holds a previous run's checkpoints."""
+    found = [name for name in ("model_final.pth", "last_checkpoint")
+             if os.path.exists(os.path.join(output_dir, name))]
+    if found:
+        state = "a finished run" if "model_final.pth" in found else "an unfinished run"
+        raise ConfigError(
+            f"OUTPUT_DIR {output_dir} holds {state} ({', '.join(found)}), which training would "
+            "replace; pass --resume to continue it, set OUTPUT_DIR to a new directory, or pass "
+            "--overwrite")
+
+
 def setup(args):
-    cfg = get_cfg()
-    add_mask_former_config(cfg)
-    cfg.merge_from_file(args.config_file)
-    cfg.merge_from_list(args.opts)
-    if not torch.cuda.is_available() and cfg.MODEL.DEVICE.startswith("cuda"):
-        logging.getLogger("mask_former").warning("CUDA is not available: running on the CPU.")
-        cfg.MODEL.DEVICE = "cpu"
+    """The frozen config of `args`, and detectron2's logging, seeds and config dump."""
+    cfg = cpu_fallback(load_and_check(args))
     cfg.freeze()
     default_setup(cfg, args)
-    setup_logger(output=cfg.OUTPUT_DIR, distributed_rank=args.machine_rank, name="mask_former")
+    setup_logger(output=cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="mask_former")
     return cfg
 
 
@@ -186,6 +244,8 @@ def log_final_metrics(results, dataset_names):
             parts.append(f"mIoU {metrics['sem_seg']['mIoU']:.2f}")
         if "panoptic_seg" in metrics:
             parts.append(f"PQ {metrics['panoptic_seg']['PQ']:.2f}")
+        if "sem_seg_TTA" in metrics:
+            parts.append(f"mIoU with test-time augmentation {metrics['sem_seg_TTA']['mIoU']:.2f}")
         if parts:
             logger.info(f"Final results on {dataset}: " + ", ".join(parts))
 
@@ -194,9 +254,9 @@ def main(args):
     cfg = setup(args)
     check_datasets_registered_and_loadable(cfg, train=not args.eval_only)
     if args.eval_only:
-        check_weights(cfg.MODEL.WEIGHTS)
         model = Trainer.build_model(cfg)
-        DetectionCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(
+        # Refuses weights that leave any of the model's weights unloaded.
+        MaskFormerCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(
             cfg.MODEL.WEIGHTS, resume=args.resume
         )
         model = accelerate(model, cfg)
@@ -210,45 +270,57 @@ def main(args):
 
     if not args.resume and not args.skip_dataset_check:
         scan_before_training(cfg)
-    if not args.resume:
-        check_weights(cfg.MODEL.WEIGHTS)
     trainer = Trainer(cfg)
     trainer.resume_or_load(resume=args.resume)
-    trainer.train()
-    results = getattr(trainer, "_last_eval_results", None)
+    results = trainer.train()
     log_final_metrics(results, cfg.DATASETS.TEST)
     return results
 
 
-def default_argument_parser():
-    """detectron2's parser, with --skip-dataset-check."""
-    parser = detectron2.engine.default_argument_parser()
-    parser.add_argument(
-        "--skip-dataset-check", action="store_true",
-        help="start training without first decoding and checking every image and label file of "
-             "DATASETS.TRAIN and DATASETS.TEST (done on a start without --resume, once per "
-             "OUTPUT_DIR; tools/check_dataset.py runs the same check on its own)")
-    return parser
+# A worker's exit status after it reported a UserError (the launching process then exits quietly).
+USER_ERROR_STATUS = 1
+
+
+def report(error: UserError) -> None:
+    print(f"train_net.py: error: {error}", file=sys.stderr, flush=True)
 
 
 def launched_main(args):
-    """main() in a launched worker; closes the process group, whose threads otherwise abort the
-    worker at exit (seen with Gloo)."""
+    """main() in a launched worker; a UserError is reported in one line and ends the worker with
+    USER_ERROR_STATUS. Closes the process group, whose threads otherwise abort the worker at
+    exit (seen with Gloo)."""
     try:
-        return main(args)
-    finally:
-        if torch.distributed.is_initialized():
-            comm.synchronize()  # no worker closes its connections while another still uses them
+        results = main(args)
+    except UserError as error:
+        report(error)
+        if torch.distributed.is_initialized():  # no barrier: the other workers may not reach it
             torch.distributed.destroy_process_group()
+        sys.exit(USER_ERROR_STATUS)
+    if torch.distributed.is_initialized():
+        comm.synchronize()  # no worker closes its connections while another still uses them
+        torch.distributed.destroy_process_group()
+    return results
+
+
+def cli(argv=None) -> int:
+    """train_net.py with command-line arguments `argv`; returns the exit status."""
+    args = argument_parser().parse_args(argv)
+    try:
+        load_and_check(args)  # config problems: reported once, before any worker starts
+    except UserError as error:
+        report(error)
+        return USER_ERROR_STATUS
+    try:
+        launch(launched_main, args.num_gpus, num_machines=args.num_machines,
+               machine_rank=args.machine_rank, dist_url=args.dist_url, args=(args,))
+    except SystemExit as stop:  # one process: launched_main ran here
+        return stop.code
+    except ProcessExitedException as error:
+        if error.exit_code != USER_ERROR_STATUS:
+            raise
+        return USER_ERROR_STATUS  # the worker has reported its error
+    return 0
 
 
 if __name__ == "__main__":
-    args = default_argument_parser().parse_args()
-    launch(
-        launched_main,
-        args.num_gpus,
-        num_machines=args.num_machines,
-        machine_rank=args.machine_rank,
-        dist_url=args.dist_url,
-        args=(args,),
-    )
+    sys.exit(cli())

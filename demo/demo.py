@@ -22,31 +22,21 @@ import glob
 import logging
 import math
 import os
-import pickle
 import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import List, Optional, Tuple
 
-DEMO_DIR = Path(__file__).resolve().parent
-REPO_ROOT = DEMO_DIR.parent
-# Runnable from any directory, also without `pip install -e .`.
-for _path in (str(REPO_ROOT), str(DEMO_DIR)):
-    if _path not in sys.path:
-        sys.path.insert(0, _path)
+import cv2
+import tqdm
+from PIL import Image
 
-import cv2  # noqa: E402
-import torch  # noqa: E402
-import tqdm  # noqa: E402
-from detectron2.config import get_cfg  # noqa: E402
-from detectron2.utils.file_io import PathManager  # noqa: E402
-from PIL import Image  # noqa: E402
-
-from mask_former import add_mask_former_config  # noqa: E402
-from mask_former.errors import UserError  # noqa: E402
-from predictor import (  # noqa: E402
-    DEFAULT_MAX_MEMORY_GB, VideoFrames, VisualizationDemo, cpu_fallback, load_image, logger,
+from mask_former.config import REPO_ROOT, cpu_fallback, load_config, resolve_config_file
+from mask_former.errors import UserError
+from mask_former.weights import check_weights
+from predictor import (  # demo/predictor.py, beside this file
+    DEFAULT_MAX_MEMORY_GB, VideoFrames, VisualizationDemo, load_image, logger,
 )
 
 QUICKSTART_CONFIG = REPO_ROOT / "configs" / "quickstart" / "maskformer_tiny_shapes.yaml"
@@ -149,30 +139,10 @@ def _positive(text: str) -> float:
 
 # ---------------------------------------------------------------- config and weights
 
-def resolve_config_file(name: str) -> Path:
-    """The config file as given, else relative to the repository root."""
-    path = Path(name).expanduser()
-    if path.is_file():
-        return path.resolve()
-    if not path.is_absolute() and (REPO_ROOT / path).is_file():
-        return (REPO_ROOT / path).resolve()
-    raise UserError(f"--config-file {name}: no such file (looked in {Path.cwd()} and {REPO_ROOT})")
-
-
 def setup_cfg(args: argparse.Namespace):
     """The frozen config: file, --opts, device, threshold and weights, checked."""
     config_file = resolve_config_file(args.config_file)
-    cfg = get_cfg()
-    add_mask_former_config(cfg)
-    try:
-        cfg.merge_from_file(str(config_file))
-    except (KeyError, ValueError, AssertionError, OSError) as error:
-        raise UserError(f"--config-file {args.config_file}: {_one_line(error)}") from None
-    try:
-        cfg.merge_from_list(args.opts)
-    except (KeyError, ValueError, AssertionError) as error:
-        raise UserError(f"--opts: {_one_line(error)}") from None
-    cfg = cpu_fallback(cfg)
+    cfg = cpu_fallback(load_config(str(config_file), args.opts))
     if args.confidence_threshold is not None:
         if not cfg.MODEL.MASK_FORMER.TEST.PANOPTIC_ON:
             logger.warning("--confidence-threshold only applies to panoptic inference "
@@ -184,7 +154,8 @@ def setup_cfg(args: argparse.Namespace):
 
 
 def resolve_weights(cfg, config_file: Path, random_weights: bool) -> None:
-    """Sets MODEL.WEIGHTS to a readable MaskFormer checkpoint, or refuses with advice."""
+    """Sets MODEL.WEIGHTS to an existing file, or refuses with advice. (Whether it fits the
+    model is checked as MaskFormerPredictor loads it.)"""
     weights = cfg.MODEL.WEIGHTS
     if random_weights:
         if weights:
@@ -198,37 +169,7 @@ def resolve_weights(cfg, config_file: Path, random_weights: bool) -> None:
                         "(MODEL.WEIGHTS is empty in the config)")
         else:
             raise UserError("No model weights: MODEL.WEIGHTS is empty. " + NO_WEIGHTS_ADVICE)
-    weights = cfg.MODEL.WEIGHTS
-    try:
-        local = PathManager.get_local_path(weights)
-    except Exception as error:  # download failures come in many types
-        raise UserError(f"MODEL.WEIGHTS={weights} could not be fetched ({_one_line(error)}). "
-                        + NO_WEIGHTS_ADVICE) from None
-    if not os.path.isfile(local):
-        raise UserError(f"MODEL.WEIGHTS={weights}: no such file. " + NO_WEIGHTS_ADVICE)
-    keys = checkpoint_keys(local)
-    if not any(key.startswith("sem_seg_head.") for key in keys):
-        raise UserError(
-            f"MODEL.WEIGHTS={weights} has no MaskFormer head weights (sem_seg_head.*): it looks "
-            "like an ImageNet-pretrained backbone, which is a starting point for training, not a "
-            "segmentation model. " + NO_WEIGHTS_ADVICE
-        )
-
-
-def checkpoint_keys(path: str) -> List[str]:
-    """The parameter names in a checkpoint, read as DetectionCheckpointer reads it: .pkl files
-    (detectron2 and the official model zoo) with pickle, others with torch.load."""
-    try:
-        if path.endswith(".pkl"):
-            with open(path, "rb") as f:
-                data = pickle.load(f, encoding="latin1")
-        else:
-            data = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # pickle and torch raise many types for a bad file
-        raise UserError(f"MODEL.WEIGHTS={path}: cannot read the checkpoint "
-                        f"({_one_line(error)})") from None
-    model = data.get("model", data) if isinstance(data, dict) else {}
-    return list(model) if isinstance(model, dict) else []
+    check_weights(cfg.MODEL.WEIGHTS, advice=NO_WEIGHTS_ADVICE)
 
 
 def _one_line(error: BaseException) -> str:

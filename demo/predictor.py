@@ -28,17 +28,21 @@ import cv2
 import numpy as np
 import torch
 from detectron2.data import MetadataCatalog
+from detectron2.data import transforms as T
 from detectron2.data.catalog import Metadata
 from detectron2.engine.defaults import DefaultPredictor
+from detectron2.modeling import build_model
 from detectron2.utils.colormap import colormap
 from detectron2.utils.video_visualizer import VideoVisualizer
 from detectron2.utils.visualizer import ColorMode, VisImage, Visualizer
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 import mask_former  # noqa: F401  (registers MaskFormer, also in spawned worker processes)
-from mask_former.engine import accelerate
 import mask_former.data.datasets  # noqa: F401  (registers the datasets, for their metadata)
+from mask_former.config import ConfigError, cpu_fallback
+from mask_former.engine import accelerate
 from mask_former.errors import UserError
+from mask_former.weights import MaskFormerCheckpointer
 
 logger = logging.getLogger("mask_former_demo")
 
@@ -234,17 +238,6 @@ def display_metadata(cfg) -> Metadata:
                     thing_classes=names, thing_colors=colors)
 
 
-def cpu_fallback(cfg):
-    """`cfg` on the CPU (a copy, with a warning) where it asks for CUDA and there is none."""
-    if cfg.MODEL.DEVICE.startswith("cuda") and not torch.cuda.is_available():
-        logger.warning(f"MODEL.DEVICE={cfg.MODEL.DEVICE} but CUDA is not available: "
-                       "running on the CPU")
-        cfg = cfg.clone()
-        cfg.defrost()
-        cfg.MODEL.DEVICE = "cpu"
-    return cfg
-
-
 class MaskFormerPredictor(DefaultPredictor):
     """MaskFormer on one image: `outputs = MaskFormerPredictor(cfg)(bgr_image)`.
 
@@ -259,13 +252,25 @@ class MaskFormerPredictor(DefaultPredictor):
     """
 
     def __init__(self, cfg, max_memory_gb: float = DEFAULT_MAX_MEMORY_GB):
-        cfg = cpu_fallback(cfg)
-        if not cfg.MODEL.WEIGHTS:
+        # DefaultPredictor.__init__, loading with MaskFormerCheckpointer: weights that leave some
+        # of the model's unloaded are refused (WeightsError), not skipped with a warning each.
+        self.cfg = cpu_fallback(cfg).clone()
+        self.model = build_model(self.cfg)
+        self.model.eval()
+        if len(self.cfg.DATASETS.TEST):
+            self.metadata = MetadataCatalog.get(self.cfg.DATASETS.TEST[0])
+        if self.cfg.MODEL.WEIGHTS:
+            MaskFormerCheckpointer(self.model).load(self.cfg.MODEL.WEIGHTS)
+        else:
             logger.warning("MODEL.WEIGHTS is empty: running a randomly initialised model, "
                            "whose results are meaningless")
-        super().__init__(cfg)  # builds the eager model and loads MODEL.WEIGHTS
-        self.model = accelerate(self.model, cfg)
-        self.memory = OutputMemory.from_config(cfg, max_memory_gb)
+        self.aug = T.ResizeShortestEdge(
+            [self.cfg.INPUT.MIN_SIZE_TEST, self.cfg.INPUT.MIN_SIZE_TEST], self.cfg.INPUT.MAX_SIZE_TEST)
+        self.input_format = self.cfg.INPUT.FORMAT
+        if self.input_format not in ("RGB", "BGR"):
+            raise ConfigError(f"INPUT.FORMAT is {self.input_format!r}; the predictor takes RGB or BGR")
+        self.model = accelerate(self.model, self.cfg)
+        self.memory = OutputMemory.from_config(self.cfg, max_memory_gb)
 
     def __call__(self, original_image: np.ndarray) -> dict:
         image = original_image
@@ -500,6 +505,9 @@ class _PredictWorker(_SPAWN.Process):
     def run(self):
         try:
             predictor = MaskFormerPredictor(self.cfg, max_memory_gb=self.max_memory_gb)
+        except UserError as error:  # the parent raises it, as an in-process predictor would
+            self.result_queue.put((None, error))
+            return
         except Exception as error:  # reported to the parent, which would otherwise wait forever
             self.result_queue.put((None, f"{type(error).__name__}: {error}"))
             return
@@ -568,6 +576,8 @@ class AsyncPredictor:
                     raise RuntimeError("All predictor worker processes have exited") from None
                 continue
             if index is None:
+                if isinstance(result, UserError):
+                    raise result
                 raise RuntimeError(f"A predictor worker process failed to start: {result}")
             if index == self.get_idx:
                 return result

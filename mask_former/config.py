@@ -1,12 +1,30 @@
-"""Config keys of MaskFormer and Mask2Former, with the official repositories' names and defaults.
+"""Config keys of MaskFormer and Mask2Former, with the official repositories' names and defaults,
+and the loading of a config file with command-line overrides that every entry point shares.
 
 A config written for the official MaskFormer (facebookresearch/MaskFormer) or Mask2Former
-(facebookresearch/Mask2Former) loads unchanged after `add_mask_former_config(cfg)`. Where the two
-defaults differ, MaskFormer's is kept (TRANSFORMER_DECODER_NAME): Mask2Former's configs set
-theirs.
+(facebookresearch/Mask2Former) loads unchanged after `add_mask_former_config(cfg)`;
+`load_config(config_file, opts)` does that in one call. Where the two defaults differ,
+MaskFormer's is kept (TRANSFORMER_DECODER_NAME): Mask2Former's configs set theirs.
 """
+import difflib
+import logging
+import re
+from pathlib import Path
+from typing import Sequence
+
+import torch
+import yaml
 from detectron2.config import CfgNode as CN
+from detectron2.config import get_cfg
 from detectron2.projects.deeplab import add_deeplab_config
+
+from .errors import UserError
+
+logger = logging.getLogger(__name__)
+
+# The checkout this package lives in (an editable install): relative config paths are also
+# looked up here, so that `--config-file configs/...` works from any directory.
+REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 def add_mask_former_config(cfg: CN) -> None:
@@ -160,3 +178,139 @@ def add_acceleration_config(cfg: CN) -> None:
                      ("MODEL.MASK_FORMER.TEST.CUDA_GRAPH", "ACCELERATION.TEST_CUDA_GRAPH"),
                      ("MODEL.MASK_FORMER.CUDA_GRAPH_MAX_SHAPES", "ACCELERATION.CUDA_GRAPH_MAX_SHAPES")):
         cfg.register_renamed_key(old, new)
+
+class ConfigError(UserError, ValueError):
+    """A config file or override that cannot be used; the message names the file or key."""
+
+
+def resolve_config_file(name: str) -> Path:
+    """The config file `name`, as given (relative to the current directory), else relative to
+    the repository root."""
+    if not name:
+        raise ConfigError("no config file given: pass --config-file FILE")
+    path = Path(name).expanduser()
+    if path.is_file():
+        return path.resolve()
+    if not path.is_absolute() and (REPO_ROOT / path).is_file():
+        return (REPO_ROOT / path).resolve()
+    if path.is_dir():
+        raise ConfigError(f"config file {name} is a directory, not a YAML file")
+    if path.is_absolute():
+        raise ConfigError(f"config file {name} not found")
+    looked = Path.cwd() if Path.cwd() == REPO_ROOT else f"{Path.cwd()} and {REPO_ROOT}"
+    raise ConfigError(f"config file {name} not found (looked in {looked})")
+
+
+def load_config(config_file: str, opts: Sequence[str] = ()) -> CN:
+    """A MaskFormer config: the defaults, then `config_file` (with its _BASE_ files), then `opts`
+    (KEY VALUE pairs, as on a command line). Not frozen.
+
+    Raises ConfigError, naming the file or key and what was expected, for a missing file, one
+    that is not YAML or not a mapping of config keys, an unknown key and a value of the wrong type.
+    """
+    path = resolve_config_file(config_file)
+    cfg = get_cfg()
+    add_mask_former_config(cfg)
+    _check_yaml_mapping(path, config_file, cfg)
+    # yacs and detectron2 report an unknown key as KeyError (AssertionError in overrides), a
+    # wrong type as ValueError, a missing _BASE_ file as OSError, bad YAML in a _BASE_ file as
+    # yaml.YAMLError; each becomes one line naming the culprit.
+    try:
+        cfg.merge_from_file(str(path))
+    except (KeyError, ValueError, OSError, yaml.YAMLError) as error:
+        raise ConfigError(_describe_merge_error(cfg, f"config file {config_file}", error)) from None
+    if len(opts) % 2:
+        raise ConfigError(f"config overrides come in KEY VALUE pairs; {opts[-1]} has no value "
+                          f"(overrides: {' '.join(opts)})")
+    try:
+        cfg.merge_from_list(list(opts))
+    except (KeyError, ValueError, AssertionError) as error:
+        raise ConfigError(_describe_merge_error(cfg, "config overrides", error)) from None
+    return cfg
+
+
+def _check_yaml_mapping(path: Path, name: str, cfg: CN) -> None:
+    """Raises ConfigError unless `path` holds YAML whose top level is a mapping, with mappings
+    where `cfg` has groups of keys (detectron2 fails on those with a TypeError of its own)."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = yaml.safe_load(f)
+    except UnicodeDecodeError:
+        raise ConfigError(f"config file {name} is not a YAML file: it is not UTF-8 text") from None
+    except yaml.YAMLError as error:
+        raise ConfigError(f"config file {name} is not valid YAML: {_yaml_problem(error)}") from None
+    if not isinstance(data, dict):
+        what = "empty" if data is None else f"a {type(data).__name__}, not a mapping of config keys"
+        raise ConfigError(f"config file {name} is not a config: its YAML is {what}")
+
+    def check_groups(values: dict, node: CN, prefix: str) -> None:
+        for key, value in values.items():
+            default = node.get(key) if isinstance(key, str) else None
+            if isinstance(default, CN):
+                if not isinstance(value, dict):
+                    raise ConfigError(f"config file {name}: {prefix}{key} is a group of keys, not a value "
+                                      f"(got {value!r})")
+                check_groups(value, default, f"{prefix}{key}.")
+
+    check_groups(data, cfg, "")
+
+
+def _yaml_problem(error: yaml.YAMLError) -> str:
+    mark = getattr(error, "problem_mark", None)
+    problem = getattr(error, "problem", None) or str(error)
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    return " ".join(f"{problem}{where}".split())
+
+
+_UNKNOWN_KEY = re.compile(r"Non-existent (?:config )?key: (\S+)")
+_TYPE_MISMATCH = re.compile(
+    r"Type mismatch \((.+?) vs\. (.+?)\) with values \((.*) vs\. (.*)\) for config key: (\S+)$",
+    re.DOTALL)
+_TYPE_NAMES = {"int": "an integer", "float": "a number", "str": "a string", "bool": "True or False",
+               "list": "a list", "tuple": "a list", "CfgNode": "a group of keys"}
+
+
+def _describe_merge_error(cfg: CN, where: str, error: Exception) -> str:
+    """One line for an error of merge_from_file/merge_from_list, from yacs's message."""
+    if isinstance(error, yaml.YAMLError):
+        return f"{where}: a _BASE_ file is not valid YAML: {_yaml_problem(error)}"
+    if isinstance(error, OSError):
+        return f"{where}: cannot read {error.filename}: {error.strerror}"
+    text = str(error.args[0]) if error.args else str(error)
+    unknown = _UNKNOWN_KEY.search(text)
+    if unknown:
+        key = unknown.group(1)
+        parent, _, name = key.rpartition(".")
+        node = cfg
+        for part in parent.split(".") if parent else []:
+            node = node.get(part) if isinstance(node, CN) else None
+        siblings = list(node) if isinstance(node, CN) else []
+        close = difflib.get_close_matches(name, siblings, n=1, cutoff=0.6)
+        suggestion = f" (did you mean {parent + '.' if parent else ''}{close[0]}?)" if close else ""
+        return f"{where}: unknown config key {key}{suggestion}"
+    mismatch = _TYPE_MISMATCH.match(text)
+    if mismatch:
+        expected, _, default, value, key = mismatch.groups()
+        expected = re.sub(r"<class '(?:[\w.]+\.)?(\w+)'>", r"\1", expected)
+        if expected == "CfgNode":
+            return f"{where}: {key} is a group of keys, not a value (got {value})"
+        example = repr(default) if expected == "str" else default
+        return f"{where}: {key} expects {_TYPE_NAMES.get(expected, expected)} (like {example}), got {value}"
+    return f"{where}: {' '.join(text.split())}"
+
+
+def cpu_fallback(cfg: CN) -> CN:
+    """`cfg`, or where it asks for CUDA and there is none, a copy on the CPU (with a warning).
+
+    The copy is frozen when `cfg` is.
+    """
+    if not cfg.MODEL.DEVICE.startswith("cuda") or torch.cuda.is_available():
+        return cfg
+    logger.warning(f"MODEL.DEVICE is {cfg.MODEL.DEVICE} but CUDA is not available: running on the CPU")
+    frozen = cfg.is_frozen()
+    cfg = cfg.clone()
+    cfg.defrost()
+    cfg.MODEL.DEVICE = "cpu"
+    if frozen:
+        cfg.freeze()
+    return cfg

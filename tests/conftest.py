@@ -1,3 +1,4 @@
+import logging
 import os
 from pathlib import Path
 
@@ -32,3 +33,23 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(no_gpu)
         if "needs_shared" in item.keywords and shared_missing:
             item.add_marker(no_shared)
+
+
+@pytest.fixture(autouse=True)
+def restore_logging():
+    """Undoes the logging set-up of entry points run in-process after each test: train_net.setup
+    (detectron2's setup_logger) gives the detectron2, fvcore and mask_former loggers handlers on
+    sys.stdout as pytest captured it, which later tests would log into once closed, and turns
+    their propagation off, which hides their records from caplog."""
+    from detectron2.utils.logger import setup_logger
+
+    # The demo and analyze_model add their own handlers in main(), once per module copy.
+    names = ("detectron2", "fvcore", "mask_former", "mask_former_demo", "mask_former_analyze_model")
+    loggers = [logging.getLogger(name) for name in names]
+    saved = [(logger, list(logger.handlers), logger.propagate, logger.level) for logger in loggers]
+    yield
+    for logger, handlers, propagate, level in saved:
+        logger.handlers[:] = handlers
+        logger.propagate = propagate
+        logger.setLevel(level)
+    setup_logger.cache_clear()

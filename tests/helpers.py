@@ -1,6 +1,7 @@
 """Small helpers shared by the tests."""
 import contextlib
 import importlib.util
+import sys
 from pathlib import Path
 from typing import Dict, List
 
@@ -88,5 +89,19 @@ def import_script(path: Path):
     """A script of the repository (tools/, datasets/: not packages) as a module."""
     spec = importlib.util.spec_from_file_location(path.stem, path)
     module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def load_script(path: Path, name: str):
+    """Imports the script at `path` as module `name`, with its directory on sys.path first, as
+    `python path` runs it (demo/demo.py imports its neighbour predictor.py); imported once."""
+    if name in sys.modules:
+        return sys.modules[name]
+    if str(path.parent) not in sys.path:
+        sys.path.insert(0, str(path.parent))
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
     spec.loader.exec_module(module)
     return module

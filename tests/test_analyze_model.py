@@ -71,4 +71,4 @@ def test_cli_reports_parameters(capsys):
 
 def test_missing_config_file_is_reported(capsys):
     assert analyze_model.main(["--config-file", "no/such.yaml", "--tasks", "parameter"]) == 1
-    assert "no/such.yaml: no such file" in capsys.readouterr().out
+    assert "config file no/such.yaml not found" in capsys.readouterr().out

@@ -1,6 +1,5 @@
 """What a bad config gets: an error naming the culprit."""
 import pytest
-import torch
 from detectron2.config import get_cfg
 from detectron2.modeling import build_model
 

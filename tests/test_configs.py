@@ -2,10 +2,10 @@
 from pathlib import Path
 
 import pytest
-from detectron2.config import CfgNode, get_cfg
+from detectron2.config import CfgNode
 from detectron2.data import DatasetCatalog, MetadataCatalog
 
-from mask_former import add_mask_former_config
+from mask_former.config import load_config
 
 CONFIGS_DIR = Path(__file__).resolve().parents[1] / "configs"
 CONFIG_FILES = sorted(CONFIGS_DIR.rglob("*.yaml"))
@@ -19,10 +19,7 @@ def _id(path: Path) -> str:
 
 
 def load(relative_path) -> CfgNode:
-    cfg = get_cfg()
-    add_mask_former_config(cfg)
-    cfg.merge_from_file(str(CONFIGS_DIR / relative_path))
-    return cfg
+    return load_config(str(CONFIGS_DIR / relative_path))
 
 
 def test_every_dataset_has_configs():

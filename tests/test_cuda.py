@@ -19,7 +19,7 @@ from detectron2.modeling import build_model
 
 from helpers import relative_error
 from mask_former.engine import AcceleratedMaskFormer, FusedMaskLosses, accelerate, pin_batch
-from mask_former.modeling.losses import layerwise_mask_losses, upsampled_mask_losses
+from mask_former.modeling.losses import layerwise_mask_losses
 from mask_former.solver import build_optimizer
 from tiny_models import tiny_batch, tiny_config, tiny_mask2former_config
 

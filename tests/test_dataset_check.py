@@ -350,7 +350,7 @@ def test_train_net_scans_on_a_first_start_only(tmp_path, monkeypatch, flags, sca
     dicts, _ = broken_semantic_dataset(tmp_path / "broken")
     monkeypatch.setattr(train_net, "Trainer", refuse_to_build)
     with registered_dataset(unique_name("broken"), dicts, **SEMANTIC_META) as broken:
-        args = train_net.default_argument_parser().parse_args(flags + [
+        args = train_net.argument_parser().parse_args(flags + [
             "--config-file", str(REPO_ROOT / "configs/quickstart/maskformer_tiny_shapes.yaml"),
             "OUTPUT_DIR", str(tmp_path / "output"), "DATASETS.TRAIN", f"('{broken}',)",
             "DATASETS.TEST", "()", "DATALOADER.NUM_WORKERS", "1"])

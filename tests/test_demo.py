@@ -2,7 +2,6 @@
 
 Each run of the demo goes through its `main(argv)`, as `python demo/demo.py ARGS` does.
 """
-import importlib.util
 import re
 from pathlib import Path
 
@@ -16,19 +15,13 @@ from detectron2.modeling import build_model
 from PIL import Image
 
 from conftest import REPO_ROOT
+from helpers import load_script
 from mask_former import add_mask_former_config
 
 QUICKSTART_CONFIG = REPO_ROOT / "configs" / "quickstart" / "maskformer_tiny_shapes.yaml"
 
 
-def _load_demo():
-    spec = importlib.util.spec_from_file_location("maskformer_demo", REPO_ROOT / "demo" / "demo.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)  # also puts demo/ on sys.path, for `import predictor`
-    return module
-
-
-demo = _load_demo()
+demo = load_script(REPO_ROOT / "demo" / "demo.py", "maskformer_demo")  # puts demo/ on sys.path
 import predictor  # noqa: E402  (demo/predictor.py)
 
 
@@ -409,13 +402,27 @@ def test_quickstart_model_is_the_default(tmp_path, capsys, monkeypatch, weights)
     assert status == 0 and "Using the quick-start model" in err
 
 
-def test_backbone_only_checkpoint_is_refused(tmp_path, capsys):
+@pytest.mark.parametrize("parallel", [False, pytest.param(True, marks=pytest.mark.slow)],
+                         ids=["in_process", "parallel"])
+def test_backbone_only_checkpoint_is_refused(tmp_path, capsys, parallel):
     checkpoint = tmp_path / "R-50.pth"
-    torch.save({"model": {"backbone.stem.conv1.weight": torch.zeros(1)}}, checkpoint)
+    model = build_model(quickstart_cfg())
+    torch.save({"model": {k: v for k, v in model.state_dict().items() if k.startswith("backbone.")}},
+               checkpoint)
     source = write_image(tmp_path / "photo.png")
+    flags = ["--parallel"] if parallel else []  # the error comes from the worker process
     status, err = run_demo(capsys, "--input", str(source), "--output", str(tmp_path / "out.png"),
-                           weights=str(checkpoint))
-    assert status == 1 and "no MaskFormer head weights" in err
+                           *flags, weights=str(checkpoint))
+    assert status == 1
+    errors = [line.split("ERROR] ", 1)[1] for line in err.splitlines() if "ERROR] " in line]
+    assert len(errors) == 1
+    assert errors[0].startswith(f"{checkpoint} does not fit the model of this config: 318 of the "
+                                "model's 409 weights loaded; 91 are not in the checkpoint "
+                                "(sem_seg_head.pixel_decoder.adapter_1.weight, ")
+    assert errors[0].endswith(
+        "It holds no segmentation head (sem_seg_head.*) weights: backbone weights are a starting "
+        "point for training, not a segmentation model. Use the config the weights were trained "
+        "with, or weights trained with this one.")
 
 
 def test_missing_checkpoint_is_refused(tmp_path, capsys):

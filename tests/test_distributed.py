@@ -9,7 +9,7 @@ import socket
 import sys
 
 import torch
-from detectron2.engine import launch
+from detectron2.engine import create_ddp_model, launch
 from detectron2.modeling import build_model
 from detectron2.utils import comm
 
@@ -52,7 +52,7 @@ def tiny_training_setup():
 def training_step(batch, output_path):
     """One optimizer step of the tiny model on this worker's share of `batch`."""
     model, optimizer = tiny_training_setup()
-    ddp_model = train_net.create_ddp_model(model)
+    ddp_model = create_ddp_model(model, broadcast_buffers=False, device_ids=None)  # as train_net's
     share = len(batch) // comm.get_world_size()
     mine = batch[comm.get_rank() * share:(comm.get_rank() + 1) * share]
     loss = sum(ddp_model(mine).values())
@@ -80,7 +80,7 @@ def test_two_cpu_workers_take_the_same_step_as_one_process(tmp_path):
 
 
 def evaluate(args_list, output_path):
-    results = train_net.main(train_net.default_argument_parser().parse_args(args_list))
+    results = train_net.main(train_net.argument_parser().parse_args(args_list))
     if comm.is_main_process():
         output_path.write_text(json.dumps(results))
     close_process_group()
@@ -89,7 +89,7 @@ def evaluate(args_list, output_path):
 def test_evaluation_on_two_cpu_workers_matches_one(tmp_path):
     config = REPO_ROOT / "configs/quickstart/maskformer_tiny_shapes.yaml"
     weights = tmp_path / "model.pth"
-    cfg = train_net.setup(train_net.default_argument_parser().parse_args(
+    cfg = train_net.setup(train_net.argument_parser().parse_args(
         ["--config-file", str(config), "OUTPUT_DIR", str(tmp_path)]))
     torch.manual_seed(0)
     torch.save({"model": build_model(cfg).state_dict()}, weights)

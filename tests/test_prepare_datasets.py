@@ -22,7 +22,7 @@ from PIL import Image
 import mask_former.data.datasets  # noqa: F401  (registers the datasets)
 from conftest import REPO_ROOT
 from helpers import temporary_names
-from mask_former.data.io import id_to_rgb, rgb_to_id
+from mask_former.data.io import rgb_to_id
 from mask_former.data.datasets import (
     register_ade20k_full,
     register_ade20k_panoptic,

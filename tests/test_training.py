@@ -1,5 +1,4 @@
 """train_net.py end to end on the CPU: training on CamVid, evaluation, resume after a kill."""
-import json
 import math
 import os
 import signal
@@ -7,11 +6,10 @@ import subprocess
 import sys
 import time
 
-import pytest
 import torch
 
 from conftest import REPO_ROOT, shared_path
-from tiny_models import TINY_MODEL_OPTS
+from tiny_models import QUICKSTART_CONFIG, TINY_MODEL_OPTS, save_quickstart_weights
 
 sys.path.insert(0, str(REPO_ROOT))
 import train_net  # noqa: E402
@@ -26,7 +24,7 @@ def camvid_args(tmp_path, *extra):
         "INPUT.SIZE_DIVISIBILITY", "128", "INPUT.MIN_SIZE_TEST", "120", "INPUT.MAX_SIZE_TEST", "160",
         "DATALOADER.NUM_WORKERS", "1",
     ] + list(extra)
-    return train_net.default_argument_parser().parse_args(
+    return train_net.argument_parser().parse_args(
         ["--config-file", str(REPO_ROOT / "configs/camvid/maskformer_R50.yaml")] + opts
     )
 
@@ -42,7 +40,7 @@ def test_camvid_training_loss_falls_and_evaluation_gives_per_class_iou(tmp_path)
     first, last = sum(losses[:10]) / 10, sum(losses[-10:]) / 10
     assert last < 0.8 * first, f"loss did not fall: first 10 {first:.3f}, last 10 {last:.3f}"
 
-    results = trainer._last_eval_results["sem_seg"]  # evaluated after the last iteration
+    results = trainer.eval_results["sem_seg"]  # evaluated after the last iteration
     classes = ["Sky", "Building", "Pole", "Road", "Pavement", "Tree", "SignSymbol", "Fence", "Car",
                "Pedestrian", "Bicyclist"]
     for name in classes:
@@ -92,11 +90,12 @@ def test_killed_training_resumes_from_last_checkpoint(tmp_path):
 
 def test_quickstart_evaluation_reports_miou_and_pq(tmp_path):
     """The quick start's evaluation (semantic and panoptic metrics on a panoptic dataset) runs."""
-    args = train_net.default_argument_parser().parse_args([
-        "--config-file", str(REPO_ROOT / "configs/quickstart/maskformer_tiny_shapes.yaml"),
-        "--eval-only", "MODEL.WEIGHTS", "", "OUTPUT_DIR", str(tmp_path), "DATALOADER.NUM_WORKERS", "0",
+    weights = save_quickstart_weights(tmp_path / "untrained.pth")
+    args = train_net.argument_parser().parse_args([
+        "--config-file", str(QUICKSTART_CONFIG), "--eval-only", "MODEL.WEIGHTS", str(weights),
+        "OUTPUT_DIR", str(tmp_path), "DATALOADER.NUM_WORKERS", "0",
     ])
-    results = train_net.main(args)  # randomly initialised: the numbers are low but well defined
+    results = train_net.main(args)  # untrained: the numbers are low but well defined
     assert 0 <= results["sem_seg"]["mIoU"] <= 100
     assert set(results["sem_seg"]) >= {"IoU-sky", "IoU-ground", "IoU-circle", "IoU-square", "IoU-triangle"}
     for key in ("PQ", "SQ", "RQ", "PQ_th", "PQ_st"):

@@ -1,9 +1,15 @@
-"""A tiny MaskFormer config and a tiny batch, for fast CPU tests."""
+"""A tiny MaskFormer config and a tiny batch, for fast CPU tests; the quick-start model's weights."""
+from pathlib import Path
+
 import torch
 from detectron2.config import get_cfg
+from detectron2.modeling import build_model
 from detectron2.structures import Instances
 
 from mask_former import add_mask_former_config
+from mask_former.config import load_config
+
+QUICKSTART_CONFIG = Path(__file__).resolve().parents[1] / "configs/quickstart/maskformer_tiny_shapes.yaml"
 
 # Overrides that shrink a full config to the quick-start model's width, for train_net/benchmark runs.
 TINY_MODEL_OPTS = [
@@ -78,3 +84,12 @@ def tiny_mask2former_config(num_classes: int = 5):
     cfg.MODEL.MASK_FORMER.MASK_WEIGHT = 5.0
     cfg.MODEL.MASK_FORMER.DICE_WEIGHT = 5.0
     return cfg
+
+
+def save_quickstart_weights(path: Path, *opts: str, seed: int = 0) -> Path:
+    """Saves the untrained quick-start model (with config overrides `opts`) at `path`, as
+    detectron2 checkpoints hold it ({"model": state dict}); returns `path`."""
+    torch.manual_seed(seed)
+    model = build_model(load_config(str(QUICKSTART_CONFIG), list(opts)))
+    torch.save({"model": model.state_dict()}, path)
+    return path

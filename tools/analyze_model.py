@@ -19,30 +19,25 @@ import argparse
 import logging
 import sys
 from collections import Counter
-from pathlib import Path
 from typing import Dict, Iterator, List, Optional, Tuple
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-if str(REPO_ROOT) not in sys.path:  # runnable without `pip install -e .`
-    sys.path.insert(0, str(REPO_ROOT))
-
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-import tqdm  # noqa: E402
-from detectron2.checkpoint import DetectionCheckpointer  # noqa: E402
-from detectron2.config import get_cfg  # noqa: E402
-from detectron2.data import build_detection_test_loader  # noqa: E402
-from detectron2.modeling import build_model  # noqa: E402
-from detectron2.utils.analysis import (  # noqa: E402
+import numpy as np
+import torch
+import tqdm
+from detectron2.data import build_detection_test_loader
+from detectron2.modeling import build_model
+from detectron2.utils.analysis import (
     FlopCountAnalysis,
     activation_count_operators,
     parameter_count,
     parameter_count_table,
 )
-from fvcore.nn import flop_count_table  # noqa: E402
+from fvcore.nn import flop_count_table
 
-import mask_former.data.datasets  # noqa: E402,F401  (registers the datasets)
-from mask_former import add_mask_former_config  # noqa: E402
+import mask_former.data.datasets  # noqa: F401  (registers the datasets)
+from mask_former.config import cpu_fallback, load_config
+from mask_former.errors import UserError
+from mask_former.weights import MaskFormerCheckpointer
 
 logger = logging.getLogger("mask_former_analyze_model")
 
@@ -89,20 +84,9 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
 
 
 def setup(args: argparse.Namespace):
-    """The frozen config of `args`, on the CPU where CUDA is not available."""
-    config_file = Path(args.config_file).expanduser()
-    if not config_file.is_file() and not config_file.is_absolute():
-        config_file = REPO_ROOT / config_file
-    if not config_file.is_file():
-        raise ValueError(f"--config-file {args.config_file}: no such file")
-    cfg = get_cfg()
-    add_mask_former_config(cfg)
-    cfg.merge_from_file(str(config_file))
-    cfg.DATALOADER.NUM_WORKERS = 0
-    cfg.merge_from_list(args.opts)
-    if cfg.MODEL.DEVICE.startswith("cuda") and not torch.cuda.is_available():
-        logger.info("CUDA is not available: analysing on the CPU")
-        cfg.MODEL.DEVICE = "cpu"
+    """The frozen config of `args` (no loader workers unless the overrides ask for them), on the
+    CPU where CUDA is not available."""
+    cfg = cpu_fallback(load_config(args.config_file, ["DATALOADER.NUM_WORKERS", "0"] + args.opts))
     cfg.freeze()
     return cfg
 
@@ -111,16 +95,14 @@ def build(cfg) -> torch.nn.Module:
     """The model in eval mode, with MODEL.WEIGHTS loaded where it can be.
 
     Weights change none of the counts (only, slightly, the panoptic post-processing's), so a
-    checkpoint that cannot be fetched is reported and skipped.
+    checkpoint that cannot be found, read or loaded is reported and skipped.
     """
     model = build_model(cfg)
     model.eval()
-    if cfg.MODEL.WEIGHTS:
-        try:
-            DetectionCheckpointer(model).load(cfg.MODEL.WEIGHTS)
-        except Exception as error:  # download and unpickling failures come in many types
-            logger.warning(f"MODEL.WEIGHTS={cfg.MODEL.WEIGHTS} not loaded "
-                           f"({type(error).__name__}: {error}); counting with random weights")
+    try:
+        MaskFormerCheckpointer(model, allow_partial=True).load(cfg.MODEL.WEIGHTS)
+    except UserError as error:
+        logger.warning(f"{error}; counting with random weights")
     return model
 
 
@@ -279,8 +261,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     configure_logging()
     try:
         cfg = setup(args)
-    except (KeyError, ValueError, AssertionError, OSError) as error:
-        logger.error(" ".join(str(error).split()))
+    except UserError as error:
+        logger.error(str(error))
         return 1
     analyze(cfg, args.tasks, args.num_inputs, args.use_fixed_input_size)
     return 0

@@ -33,12 +33,12 @@ import torch
 # Appended, not prepended: PYTHONPATH can point at another copy of mask_former to compare.
 sys.path.append(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from detectron2.config import get_cfg  # noqa: E402
 from detectron2.modeling import build_model  # noqa: E402
 from detectron2.structures import Instances  # noqa: E402
 
-from mask_former import add_mask_former_config  # noqa: E402
+from mask_former.config import cpu_fallback, load_config  # noqa: E402
 from mask_former.engine import accelerate, fused_optimizer, pin_batch, pin_batches  # noqa: E402
+from mask_former.errors import UserError  # noqa: E402
 from mask_former.solver import build_optimizer  # noqa: E402
 
 CASES = ("train_synthetic", "train_loader", "infer_b1", "infer_batched")
@@ -92,12 +92,13 @@ def parse_args(argv=None):
 
 
 def setup_cfg(args):
-    cfg = get_cfg()
-    add_mask_former_config(cfg)
-    cfg.merge_from_file(args.config_file)
-    cfg.merge_from_list(args.opts)
+    """The frozen config; sets args.device to the device it runs on (the CPU where --device
+    asks for CUDA and there is none)."""
+    cfg = load_config(args.config_file, args.opts)
     cfg.MODEL.WEIGHTS = ""
     cfg.MODEL.DEVICE = args.device
+    cfg = cpu_fallback(cfg)
+    args.device = cfg.MODEL.DEVICE
     if args.no_cuda_graph:
         cfg.ACCELERATION.TEST_CUDA_GRAPH = False
         cfg.ACCELERATION.TRAIN_CUDA_GRAPH = False
@@ -305,5 +306,16 @@ def main(argv=None) -> List[Dict]:
     return results
 
 
+def cli(argv=None) -> int:
+    """benchmark.py with command-line arguments `argv`; returns the exit status (1 and one line
+    on stderr for a UserError, such as a bad config)."""
+    try:
+        main(argv)
+    except UserError as error:
+        print(f"benchmark.py: error: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
 if __name__ == "__main__":
-    main()
+    sys.exit(cli())

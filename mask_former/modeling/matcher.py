@@ -64,8 +64,6 @@ class HungarianMatcher(nn.Module):
         point_coords: (L, B, P, 2), each image's points in each layer (num_points > 0 only).
         Returns, per layer, what `forward` returns.
         """
-        num_layers = len(layer_outputs)
-        batch_size, num_queries = layer_outputs[0]["pred_logits"].shape[:2]
         sizes = [len(t["labels"]) for t in targets]
         logits = torch.stack([o["pred_logits"] for o in layer_outputs]).float()  # (L, B, Q, K+1)
         masks = torch.stack([o["pred_masks"] for o in layer_outputs]).float()  # (L, B, Q, h, w)
