@@ -39,6 +39,7 @@ from detectron2.utils.file_io import PathManager  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from mask_former import add_mask_former_config  # noqa: E402
+from mask_former.data.metadata_file import MetadataFileError, register_metadata_beside  # noqa: E402
 from predictor import VisualizationDemo, cpu_fallback, load_image, logger  # noqa: E402
 
 QUICKSTART_CONFIG = REPO_ROOT / "configs" / "quickstart" / "maskformer_tiny_shapes.yaml"
@@ -150,6 +151,10 @@ def setup_cfg(args: argparse.Namespace):
         cfg.merge_from_file(str(config_file))
     except (KeyError, ValueError, AssertionError, OSError) as error:
         raise UserError(f"--config-file {args.config_file}: {_one_line(error)}") from None
+    try:  # class names of a converted checkpoint (tools/convert-hf-to-d2.py), from metadata.json
+        register_metadata_beside(config_file)
+    except MetadataFileError as error:
+        raise UserError(str(error)) from None
     try:
         cfg.merge_from_list(args.opts)
     except (KeyError, ValueError, AssertionError) as error:
