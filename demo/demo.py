@@ -40,6 +40,7 @@ from PIL import Image  # noqa: E402
 
 from mask_former import add_mask_former_config  # noqa: E402
 from mask_former.data.metadata_file import MetadataFileError, register_metadata_beside  # noqa: E402
+from mask_former.errors import UserError as MaskFormerUserError  # noqa: E402
 from predictor import VisualizationDemo, cpu_fallback, load_image, logger  # noqa: E402
 
 QUICKSTART_CONFIG = REPO_ROOT / "configs" / "quickstart" / "maskformer_tiny_shapes.yaml"
@@ -98,6 +99,11 @@ def get_parser() -> argparse.ArgumentParser:
         "--random-weights", action="store_true",
         help="run a randomly initialised model (to try the demo without weights; the results "
              "are meaningless)",
+    )
+    parser.add_argument(
+        "--onnx", metavar="FILE",
+        help="run this ONNX export of the config's model (tools/export_model.py) through "
+             "onnxruntime instead of the torch model; MODEL.WEIGHTS is then not needed",
     )
     parser.add_argument(
         "--parallel", action="store_true",
@@ -165,7 +171,8 @@ def setup_cfg(args: argparse.Namespace):
             logger.warning("--confidence-threshold only applies to panoptic inference "
                            "(MODEL.MASK_FORMER.TEST.PANOPTIC_ON is False): ignored")
         cfg.MODEL.MASK_FORMER.TEST.OBJECT_MASK_THRESHOLD = args.confidence_threshold
-    resolve_weights(cfg, config_file, args.random_weights)
+    if args.onnx is None:  # an ONNX export holds its weights
+        resolve_weights(cfg, config_file, args.random_weights)
     cfg.freeze()
     return cfg
 
@@ -487,6 +494,16 @@ def main(argv: Optional[List[str]] = None) -> int:
         return 130
 
 
+def onnx_demo(cfg, args: argparse.Namespace) -> VisualizationDemo:
+    """The demo on onnxruntime (--onnx): the config's pre- and post-processing, no torch model."""
+    if args.parallel:
+        raise UserError("--parallel runs torch models in worker processes; not with --onnx")
+    try:
+        return VisualizationDemo(cfg, scale=args.scale, onnx=args.onnx)
+    except MaskFormerUserError as error:  # a missing onnxruntime, a file of another config
+        raise UserError(str(error)) from None
+
+
 def run(args: argparse.Namespace) -> int:
     # What the user may have got wrong is checked before the model is built: the display and the
     # inputs first, then (in demo_factory) the config and the weights.
@@ -496,8 +513,10 @@ def run(args: argparse.Namespace) -> int:
 
     def demo_factory() -> VisualizationDemo:
         cfg = setup_cfg(args)
-        logger.info(f"Config {args.config_file}, weights {cfg.MODEL.WEIGHTS or '(random)'}, "
-                    f"device {cfg.MODEL.DEVICE}")
+        weights = args.onnx or cfg.MODEL.WEIGHTS or "(random)"
+        logger.info(f"Config {args.config_file}, weights {weights}, device {cfg.MODEL.DEVICE}")
+        if args.onnx is not None:
+            return onnx_demo(cfg, args)
         return VisualizationDemo(cfg, parallel=args.parallel, scale=args.scale)
 
     if args.input:

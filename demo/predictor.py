@@ -15,7 +15,7 @@ import os
 import queue
 import warnings
 from collections import deque
-from typing import Iterator, List, Tuple
+from typing import Iterator, List, Optional, Tuple
 
 import cv2
 import numpy as np
@@ -220,7 +220,7 @@ class VisualizationDemo:
     and colours of `display_metadata(cfg)`."""
 
     def __init__(self, cfg, instance_mode: ColorMode = ColorMode.IMAGE, parallel: bool = False,
-                 scale: float = 1.0):
+                 scale: float = 1.0, onnx: Optional[str] = None):
         """
         Args:
             cfg: a MaskFormer config with MODEL.WEIGHTS set.
@@ -229,12 +229,20 @@ class VisualizationDemo:
                 GPUs), so that drawing one frame overlaps with predicting the next.
             scale: size of the drawings of run_on_image relative to the image (video frames
                 are drawn at their own size); labels stay small, so >1 suits small images.
+            onnx: an ONNX export of the config's model (tools/export_model.py), run through
+                onnxruntime instead of a torch model (onnx_predictor.OnnxPredictor).
         """
         self.metadata = display_metadata(cfg)
         self.instance_mode = instance_mode
         self.parallel = parallel
         self.scale = scale
-        if parallel:
+        if onnx is not None:
+            from onnx_predictor import OnnxPredictor
+
+            if parallel:
+                raise ValueError("parallel prediction runs torch models; not with onnx")
+            self.predictor = OnnxPredictor(cfg, onnx)
+        elif parallel:
             self.predictor = AsyncPredictor(cfg, num_gpus=torch.cuda.device_count())
         else:
             self.predictor = MaskFormerPredictor(cfg)
