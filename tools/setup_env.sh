@@ -6,7 +6,7 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="${MASK_FORMER_VENV:-$ROOT/.venv}"
 PY="${PYTHON:-python3}"
 STAMP="$VENV/.mask_former_setup_done"
-SETUP_VERSION="3"   # bump when the install recipe below changes
+SETUP_VERSION="4"   # bump when the install recipe below changes
 
 fail() { echo "[setup] ERROR: $*" >&2; exit 1; }
 step() { echo "[setup] $*"; }
@@ -53,8 +53,12 @@ if ! "$VPY" -m pip show -q detectron2 >/dev/null 2>&1; then
   "${PIP[@]}" "$WORK"/packed/detectron2-*.whl fvcore iopath || fail "installing the repacked detectron2 failed"
 fi
 
-step "installing mask_former (editable) and test requirements"
-"${PIP[@]}" -e "$ROOT" pytest || fail "pip install -e . failed"
+step "installing mask_former (editable, with the export extra) and test requirements"
+# tensorboard: training writes its event files. transformers: the Hugging Face conversion tests
+# build their checkpoints with it. numpy<2 in the same command, so that the resolver picks
+# versions of onnx's dependencies (ml_dtypes) that still support numpy 1.
+"${PIP[@]}" -e "$ROOT[export]" pytest tensorboard transformers "numpy<2" \
+    || fail "pip install -e '.[export]' and the test requirements failed"
 
 "$VPY" -c 'import torch, torchvision, detectron2, mask_former' || fail "import check failed"
 echo "$SETUP_VERSION" > "$STAMP"
