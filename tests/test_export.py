@@ -204,3 +204,33 @@ def test_export_tool_refuses_in_one_line(tmp_path, r50_files, caplog, args, mess
     assert len(errors) == 1 and message in errors[0].getMessage()
     assert not (tmp_path / "model.onnx").exists()
 
+
+
+# ------------------------------------------------------------------ Mask2Former
+
+def _mask2former_registered() -> bool:
+    from mask_former.modeling import PIXEL_DECODER_REGISTRY
+    return "MSDeformAttnPixelDecoder" in PIXEL_DECODER_REGISTRY
+
+
+@pytest.mark.needs_shared
+@pytest.mark.skipif(not _mask2former_registered(),
+                    reason="needs MSDeformAttnPixelDecoder (Mask2Former's pixel decoder) registered")
+@pytest.mark.parametrize("export_format", ["onnx", "torchscript"])
+def test_mask2former_export_matches_pytorch(tmp_path, export_format):
+    """The official tiny Mask2Former of the reference fixture: its deformable attention
+    (grid_sample) and masked attention export, and the file gives PyTorch's numbers."""
+    from conftest import shared_path
+    from helpers import config_from_yaml
+
+    reference = torch.load(shared_path("reference", "m2f_universal_r50_tiny.pt"), weights_only=False)
+    cfg = config_from_yaml(reference["config_yaml"])
+    cfg.MODEL.DEVICE = "cpu"
+    model = build_model(cfg).eval()
+    model.load_state_dict(reference["state_dict"], strict=True)
+    module = ExportableMaskFormer.from_model(model)
+    path = str(tmp_path / f"m2f.{export_format}")
+    EXPORTERS[export_format](module, random_image(*TRACE_SIZE), path, export_metadata(cfg))
+    results = check_export(module, RUNNERS[export_format](path), check_sizes(TRACE_SIZE, 32))
+    for size, errors in results.items():
+        assert max(errors.values()) < TOLERANCE, (size, errors)

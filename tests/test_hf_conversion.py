@@ -130,10 +130,51 @@ def write_config(folder, config):
      "empty: not a Hugging Face checkpoint directory (no config.json)"),
     (lambda tmp: write_config(tmp / "bert", {"model_type": "bert", "architectures": ["BertModel"]}),
      "bert: BertModel is not a supported architecture (supported: "
-     "MaskFormerForInstanceSegmentation)"),
+     "Mask2FormerForUniversalSegmentation, MaskFormerForInstanceSegmentation)"),
 ])
 def test_converter_refuses_in_one_line(tmp_path, caplog, make, message):
     status = convert_tool.main([str(make(tmp_path)), str(tmp_path / "out")])
     assert status == 1
     errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
     assert len(errors) == 1 and message in errors[0], errors
+
+
+# ------------------------------------------------------------------ Mask2Former
+
+def save_tiny_mask2former(folder):
+    torch.manual_seed(0)
+    config = transformers.Mask2FormerConfig(
+        backbone_config=backbone_config("resnet"), feature_size=32, mask_feature_size=32,
+        hidden_dim=32, encoder_feedforward_dim=1024, dim_feedforward=64, encoder_layers=2,
+        decoder_layers=4, num_attention_heads=4, num_queries=8, common_stride=4,
+        id2label=dict(enumerate(CLASS_NAMES)), label2id={n: i for i, n in enumerate(CLASS_NAMES)})
+    model = transformers.Mask2FormerForUniversalSegmentation(config).eval()
+    model.save_pretrained(str(folder))
+    return model
+
+
+def mask2former_registered() -> bool:
+    from mask_former.modeling import PIXEL_DECODER_REGISTRY
+    return "MSDeformAttnPixelDecoder" in PIXEL_DECODER_REGISTRY
+
+
+@pytest.mark.skipif(mask2former_registered(), reason="Mask2Former's modules are registered")
+def test_mask2former_without_its_modules_is_refused_in_one_line(tmp_path, caplog):
+    save_tiny_mask2former(tmp_path / "hf")
+    assert convert_tool.main([str(tmp_path / "hf"), str(tmp_path / "out")]) == 1
+    errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert len(errors) == 1 and "this version of the project has no ['MSDeformAttnPixelDecoder'" in errors[0]
+
+
+@pytest.mark.skipif(not mask2former_registered(),
+                    reason="needs MSDeformAttnPixelDecoder (Mask2Former's pixel decoder) registered")
+def test_converted_mask2former_gives_transformers_logits(tmp_path):
+    hf_model = save_tiny_mask2former(tmp_path / "hf")
+    assert convert_tool.main([str(tmp_path / "hf"), str(tmp_path / "out")]) == 0
+    _, model = load_converted(tmp_path / "out")
+    pixel_values = torch.randn(1, 3, 96, 160, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        expected = hf_model(pixel_values=pixel_values)
+        outputs = model.network(pixel_values)
+    assert relative_error(outputs["pred_logits"], expected.class_queries_logits) < 1e-4
+    assert relative_error(outputs["pred_masks"], expected.masks_queries_logits) < 1e-4

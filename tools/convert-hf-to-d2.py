@@ -7,7 +7,8 @@
 
 HF_DIR is what `save_pretrained` writes (or a downloaded model repository): config.json, the
 weights (model.safetensors or pytorch_model.bin, sharded or not) and preprocessor_config.json.
-Supported: MaskFormerForInstanceSegmentation with a ResNet or Swin backbone. Writes
+Supported: MaskFormerForInstanceSegmentation with a ResNet or Swin backbone, and
+Mask2FormerForUniversalSegmentation once this project registers Mask2Former's modules. Writes
 OUT_DIR/model.pth, OUT_DIR/config.yaml (a complete config of this project: model sizes, the
 image processor's normalisation and test sizes, semantic inference) and OUT_DIR/metadata.json
 (the class names of id2label, which the demo reads beside the config). Needs transformers

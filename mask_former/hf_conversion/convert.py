@@ -13,15 +13,15 @@ from detectron2.modeling import build_model
 
 from ..config import add_mask_former_config
 from ..data.metadata_file import write_metadata
-from . import maskformer
+from . import mask2former, maskformer
 from .checkpoint import ConversionError, load_hf_config, load_hf_weights, read_json, rename_weights
 
 logger = logging.getLogger(__name__)
 
-# transformers architecture name -> the module converting it. Mask2Former's
-# (Mask2FormerForUniversalSegmentation) joins with its pixel decoder and transformer decoder.
-ARCHITECTURES: Dict[str, ModuleType] = {maskformer.ARCHITECTURE: maskformer}
-MODEL_TYPES = {"maskformer": maskformer.ARCHITECTURE}
+# transformers architecture name -> the module converting it.
+ARCHITECTURES: Dict[str, ModuleType] = {maskformer.ARCHITECTURE: maskformer,
+                                        mask2former.ARCHITECTURE: mask2former}
+MODEL_TYPES = {"maskformer": maskformer.ARCHITECTURE, "mask2former": mask2former.ARCHITECTURE}
 
 # The defaults of transformers' MaskFormer image processor, for directories without
 # preprocessor_config.json: ImageNet's mean and std on 0-1 values.
