@@ -473,7 +473,8 @@ def configure_logging(loggers=("mask_former_demo",)) -> None:
     for name in loggers:
         target = logging.getLogger(name)
         target.setLevel(logging.INFO)
-        if not any(isinstance(h, _TqdmStderrHandler) for h in target.handlers):
+        # By name: a second copy of this module (tests load it more than once) has its own class.
+        if not any(type(h).__name__ == _TqdmStderrHandler.__name__ for h in target.handlers):
             handler = _TqdmStderrHandler()
             handler.setFormatter(logging.Formatter("[%(asctime)s %(levelname)s] %(message)s",
                                                    datefmt="%H:%M:%S"))
