@@ -21,4 +21,8 @@ setup(
         "pycocotools",
         "tqdm",
     ],
+    extras_require={
+        # tools/export_model.py (onnxscript: its --dynamo exporter) and demo/demo.py --onnx
+        "export": ["onnx", "onnxscript", "onnxruntime"],
+    },
 )

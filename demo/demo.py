@@ -33,6 +33,7 @@ import tqdm
 from PIL import Image
 
 from mask_former.config import REPO_ROOT, cpu_fallback, load_config, resolve_config_file
+from mask_former.data.metadata_file import MetadataFileError, register_metadata_beside
 from mask_former.errors import UserError
 from mask_former.weights import check_weights
 from predictor import (  # demo/predictor.py, beside this file
@@ -99,6 +100,11 @@ def get_parser() -> argparse.ArgumentParser:
              "are meaningless)",
     )
     parser.add_argument(
+        "--onnx", metavar="FILE",
+        help="run this ONNX export of the config's model (tools/export_model.py) through "
+             "onnxruntime instead of the torch model; MODEL.WEIGHTS is then not needed",
+    )
+    parser.add_argument(
         "--parallel", action="store_true",
         help="predict in worker processes, one per GPU, while drawing (faster videos)",
     )
@@ -142,13 +148,18 @@ def _positive(text: str) -> float:
 def setup_cfg(args: argparse.Namespace):
     """The frozen config: file, --opts, device, threshold and weights, checked."""
     config_file = resolve_config_file(args.config_file)
+    try:  # class names of a converted checkpoint (tools/convert-hf-to-d2.py), from metadata.json
+        register_metadata_beside(config_file)
+    except MetadataFileError as error:
+        raise UserError(str(error)) from None
     cfg = cpu_fallback(load_config(str(config_file), args.opts))
     if args.confidence_threshold is not None:
         if not cfg.MODEL.MASK_FORMER.TEST.PANOPTIC_ON:
             logger.warning("--confidence-threshold only applies to panoptic inference "
                            "(MODEL.MASK_FORMER.TEST.PANOPTIC_ON is False): ignored")
         cfg.MODEL.MASK_FORMER.TEST.OBJECT_MASK_THRESHOLD = args.confidence_threshold
-    resolve_weights(cfg, config_file, args.random_weights)
+    if args.onnx is None:  # an ONNX export holds its weights
+        resolve_weights(cfg, config_file, args.random_weights)
     cfg.freeze()
     return cfg
 
@@ -460,7 +471,8 @@ def configure_logging(loggers=("mask_former_demo",)) -> None:
     for name in loggers:
         target = logging.getLogger(name)
         target.setLevel(logging.INFO)
-        if not any(isinstance(h, _TqdmStderrHandler) for h in target.handlers):
+        # By name: a second copy of this module (tests load it more than once) has its own class.
+        if not any(type(h).__name__ == _TqdmStderrHandler.__name__ for h in target.handlers):
             handler = _TqdmStderrHandler()
             handler.setFormatter(logging.Formatter("[%(asctime)s %(levelname)s] %(message)s",
                                                    datefmt="%H:%M:%S"))
@@ -481,6 +493,13 @@ def main(argv: Optional[List[str]] = None) -> int:
         return 130
 
 
+def onnx_demo(cfg, args: argparse.Namespace) -> VisualizationDemo:
+    """The demo on onnxruntime (--onnx): the config's pre- and post-processing, no torch model."""
+    if args.parallel:
+        raise UserError("--parallel runs torch models in worker processes; not with --onnx")
+    return VisualizationDemo(cfg, scale=args.scale, max_memory_gb=args.max_memory, onnx=args.onnx)
+
+
 def run(args: argparse.Namespace) -> int:
     # What the user may have got wrong is checked before the model is built: the display and the
     # inputs first, then (in demo_factory) the config and the weights.
@@ -492,8 +511,10 @@ def run(args: argparse.Namespace) -> int:
 
     def demo_factory() -> VisualizationDemo:
         cfg = setup_cfg(args)
-        logger.info(f"Config {args.config_file}, weights {cfg.MODEL.WEIGHTS or '(random)'}, "
-                    f"device {cfg.MODEL.DEVICE}")
+        weights = args.onnx or cfg.MODEL.WEIGHTS or "(random)"
+        logger.info(f"Config {args.config_file}, weights {weights}, device {cfg.MODEL.DEVICE}")
+        if args.onnx is not None:
+            return onnx_demo(cfg, args)
         return VisualizationDemo(cfg, parallel=args.parallel, scale=args.scale,
                                  max_memory_gb=args.max_memory)
 

@@ -22,7 +22,7 @@ import queue
 import warnings
 from collections import deque
 from dataclasses import dataclass
-from typing import Iterator, List, Tuple, Union
+from typing import Iterator, List, Optional, Tuple, Union
 
 import cv2
 import numpy as np
@@ -370,7 +370,8 @@ class VisualizationDemo:
     and colours of `display_metadata(cfg)`."""
 
     def __init__(self, cfg, instance_mode: ColorMode = ColorMode.IMAGE, parallel: bool = False,
-                 scale: float = 1.0, max_memory_gb: float = DEFAULT_MAX_MEMORY_GB):
+                 scale: float = 1.0, max_memory_gb: float = DEFAULT_MAX_MEMORY_GB,
+                 onnx: Optional[str] = None):
         """
         Args:
             cfg: a MaskFormer config with MODEL.WEIGHTS set.
@@ -381,13 +382,21 @@ class VisualizationDemo:
                 are drawn at their own size); labels stay small, so >1 suits small images.
             max_memory_gb: memory for one image's results and drawing; larger images and
                 frames are downscaled to fit, with a warning (see bytes_per_output_pixel).
+            onnx: an ONNX export of the config's model (tools/export_model.py), run through
+                onnxruntime instead of a torch model (onnx_predictor.OnnxPredictor).
         """
         self.metadata = display_metadata(cfg)
         self.instance_mode = instance_mode
         self.parallel = parallel
         self.scale = scale
         self.memory = OutputMemory.from_config(cfg, max_memory_gb)
-        if parallel:
+        if onnx is not None:
+            from onnx_predictor import OnnxPredictor
+
+            if parallel:
+                raise ValueError("parallel prediction runs torch models; not with onnx")
+            self.predictor = OnnxPredictor(cfg, onnx)
+        elif parallel:
             self.predictor = AsyncPredictor(cfg, num_gpus=torch.cuda.device_count(),
                                             max_memory_gb=max_memory_gb)
         else:

@@ -201,6 +201,13 @@ def resolve_config_file(name: str) -> Path:
     raise ConfigError(f"config file {name} not found (looked in {looked})")
 
 
+def default_config() -> CN:
+    """detectron2's defaults with MaskFormer's and Mask2Former's keys (add_mask_former_config)."""
+    cfg = get_cfg()
+    add_mask_former_config(cfg)
+    return cfg
+
+
 def load_config(config_file: str, opts: Sequence[str] = ()) -> CN:
     """A MaskFormer config: the defaults, then `config_file` (with its _BASE_ files), then `opts`
     (KEY VALUE pairs, as on a command line). Not frozen.
@@ -209,8 +216,7 @@ def load_config(config_file: str, opts: Sequence[str] = ()) -> CN:
     that is not YAML or not a mapping of config keys, an unknown key and a value of the wrong type.
     """
     path = resolve_config_file(config_file)
-    cfg = get_cfg()
-    add_mask_former_config(cfg)
+    cfg = default_config()
     _check_yaml_mapping(path, config_file, cfg)
     # yacs and detectron2 report an unknown key as KeyError (AssertionError in overrides), a
     # wrong type as ValueError, a missing _BASE_ file as OSError, bad YAML in a _BASE_ file as

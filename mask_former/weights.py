@@ -70,7 +70,7 @@ def check_weights(path: str, advice: str = HOW_TO_GET_WEIGHTS, required: bool = 
     if not path:
         if required:
             raise WeightsError(
-                "MODEL.WEIGHTS is empty: there are no trained weights to evaluate (a randomly "
+                "MODEL.WEIGHTS is empty: there are no trained weights to use (a randomly "
                 "initialised model would be); pass MODEL.WEIGHTS /path/to/model_final.pth")
         return ""
     try:

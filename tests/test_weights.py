@@ -172,7 +172,7 @@ def test_empty_weights_mean_from_scratch():
     assert str(error.value) == NO_WEIGHTS
 
 
-NO_WEIGHTS = ("MODEL.WEIGHTS is empty: there are no trained weights to evaluate (a randomly "
+NO_WEIGHTS = ("MODEL.WEIGHTS is empty: there are no trained weights to use (a randomly "
               "initialised model would be); pass MODEL.WEIGHTS /path/to/model_final.pth")
 
 
@@ -192,8 +192,10 @@ def test_eval_only_without_weights_is_refused(tmp_path, capsys):
     assert not os.listdir(tmp_path)  # refused before anything is set up
 
 
-def test_eval_only_refuses_weights_of_another_architecture(tmp_path, capsys):
+@pytest.mark.needs_shared
+def test_eval_only_refuses_weights_of_another_architecture(tmp_path, capsys, monkeypatch):
     """The quick-start model under the CamVid R50 config: refused, with counts and names."""
+    monkeypatch.setenv("DETECTRON2_DATASETS", str(shared_path()))
     weights = save_quickstart_weights(tmp_path / "quickstart.pth")
     status, errors = run_train_net(
         capsys, "--config-file", str(REPO_ROOT / "configs/camvid/maskformer_R50.yaml"),

@@ -56,8 +56,11 @@ if ! "$VPY" -m pip show -q detectron2 >/dev/null 2>&1; then
   "${PIP[@]}" "$WORK"/packed/detectron2-*.whl fvcore iopath || fail "installing the repacked detectron2 failed"
 fi
 
-step "installing mask_former (editable) and test requirements"
-"${PIP[@]}" -e "$ROOT" pytest hypothesis || fail "pip install -e . failed"
+step "installing mask_former (editable, with the export extra) and test requirements"
+# tensorboard: training writes its event files. transformers: the Hugging Face conversion tests
+# build their checkpoints with it.
+"${PIP[@]}" -e "$ROOT[export]" pytest hypothesis tensorboard transformers \
+    || fail "pip install -e '.[export]' and the test requirements failed"
 
 "$VPY" -c 'import torch, torchvision, detectron2, mask_former' || fail "import check failed"
 echo "$SETUP_VERSION" > "$STAMP"

@@ -20,7 +20,6 @@ Swin-Transformer-Semantic-Segmentation checkpoints, so those checkpoints load as
 Token tensors are laid out as (B, L, C) with L = H * W in row-major order; feature maps given
 to detectron2 are (B, C, H, W).
 """
-import math
 from typing import Dict, List, Optional, Sequence, Tuple, Type, Union
 
 import torch
@@ -163,7 +162,7 @@ def shifted_window_attention_mask(height: int, width: int, window_size: int, shi
         for cols in bands:
             region[:, rows, cols, :] = label
             label += 1
-    region_windows = window_partition(region, window_size).view(-1, window_size * window_size)
+    region_windows = window_partition(region, window_size).reshape(-1, window_size * window_size)
     different = region_windows.unsqueeze(1) != region_windows.unsqueeze(2)  # (nW, N, N)
     mask = torch.zeros(different.shape, device=device, dtype=dtype)
     return mask.masked_fill(different, MASKED_LOGIT)
@@ -315,15 +314,15 @@ class SwinTransformerBlock(nn.Module):
         else:
             attn_mask = None
 
-        windows = window_partition(x, ws).view(-1, ws * ws, C)  # (B * nW, N, C)
+        windows = window_partition(x, ws).reshape(-1, ws * ws, C)  # (B * nW, N, C)
         windows = self.attn(windows, mask=attn_mask)
         x = window_reverse(windows.view(-1, ws, ws, C), ws, Hp, Wp)  # (B, Hp, Wp, C)
 
         if self.shift_size > 0:
             x = torch.roll(x, shifts=(self.shift_size, self.shift_size), dims=(1, 2))
-        if pad_b > 0 or pad_r > 0:
-            x = x[:, :H, :W, :].contiguous()
-        x = x.view(B, H * W, C)
+        # Unconditional pads and crops (a no-op without padding) keep the graph free of
+        # size-dependent branches, so that an export (ONNX, TorchScript) serves any input size.
+        x = x.narrow(1, 0, H).narrow(2, 0, W).contiguous().view(B, H * W, C)
 
         x = shortcut + self.drop_path(x)
         return x + self.drop_path(self.mlp(self.norm2(x)))
@@ -353,9 +352,7 @@ class PatchMerging(nn.Module):
         B, L, C = x.shape
         if L != H * W:
             raise ValueError(f"input has {L} tokens, expected H * W = {H * W}")
-        x = x.view(B, H, W, C)
-        if H % 2 == 1 or W % 2 == 1:
-            x = F.pad(x, (0, 0, 0, W % 2, 0, H % 2))
+        x = F.pad(x.view(B, H, W, C), (0, 0, 0, W % 2, 0, H % 2))  # unconditional: see the block
         # The order (top-left, bottom-left, top-right, bottom-right) is the checkpoints' order.
         x = torch.cat([x[:, 0::2, 0::2], x[:, 1::2, 0::2], x[:, 0::2, 1::2], x[:, 1::2, 1::2]],
                       dim=-1)
@@ -419,7 +416,7 @@ class BasicLayer(nn.Module):
             without downsampling ``next`` is ``out`` and (Wh, Ww) = (H, W).
         """
         ws = self.window_size
-        Hp, Wp = math.ceil(H / ws) * ws, math.ceil(W / ws) * ws
+        Hp, Wp = (H + ws - 1) // ws * ws, (W + ws - 1) // ws * ws  # integer ops: also on symbolic sizes
         attn_mask = shifted_window_attention_mask(Hp, Wp, ws, self.shift_size,
                                                   device=x.device, dtype=x.dtype)
         for block in self.blocks:
@@ -462,9 +459,7 @@ class PatchEmbed(nn.Module):
         _, _, H, W = x.shape
         ph, pw = self.patch_size
         pad_b, pad_r = (ph - H % ph) % ph, (pw - W % pw) % pw
-        if pad_b or pad_r:
-            x = F.pad(x, (0, pad_r, 0, pad_b))
-        x = self.proj(x)
+        x = self.proj(F.pad(x, (0, pad_r, 0, pad_b)))  # unconditional: see SwinTransformerBlock
         if self.norm is not None:
             Wh, Ww = x.shape[2:]
             x = self.norm(x.flatten(2).transpose(1, 2))  # (B, Wh * Ww, C)

@@ -31,8 +31,10 @@ class PositionEmbeddingSine(nn.Module):
         x_embed = not_mask.cumsum(2, dtype=torch.float32)
         if self.normalize:
             eps = 1e-6
-            y_embed = y_embed / (y_embed[:, -1:, :] + eps) * self.scale
-            x_embed = x_embed / (x_embed[:, :, -1:] + eps) * self.scale
+            # The last row (column) as select + unsqueeze rather than the slice [-1:]: an export
+            # with symbolic sizes then knows that its size is 1 and broadcasts it.
+            y_embed = y_embed / (y_embed.select(1, -1).unsqueeze(1) + eps) * self.scale
+            x_embed = x_embed / (x_embed.select(2, -1).unsqueeze(2) + eps) * self.scale
 
         dim_t = torch.arange(self.num_pos_feats, dtype=torch.float32, device=x.device)
         dim_t = self.temperature ** (2 * (dim_t // 2) / self.num_pos_feats)

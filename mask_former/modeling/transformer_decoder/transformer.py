@@ -76,7 +76,9 @@ class MultiheadAttention(nn.Module):
         scores = (q * q.shape[-1] ** -0.5) @ k.transpose(-2, -1)
         if masked is not None:
             scores = scores.masked_fill(masked, float("-inf"))
-        weights = F.dropout(scores.softmax(-1), p=dropout_p)
+        weights = scores.softmax(-1)
+        if dropout_p > 0:  # not a training-mode dropout op of ratio 0 in an exported graph
+            weights = F.dropout(weights, p=dropout_p)
         return weights @ v
 
     def _split_heads(self, x: torch.Tensor) -> torch.Tensor:
