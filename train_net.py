@@ -33,19 +33,31 @@ from torch.nn.parallel import DistributedDataParallel
 from mask_former import add_mask_former_config
 from mask_former.data import build_train_loader
 from mask_former.engine import accelerate, fused_optimizer, pin_batches
-from mask_former.evaluation import PanopticQualityEvaluator
+from mask_former.errors import ConfigError
+from mask_former.evaluation import InstanceSegEvaluator, PanopticQualityEvaluator
 from mask_former.solver import build_optimizer
 from mask_former.test_time_augmentation import SemanticSegmentorWithTTA
 from mask_former.weights import check_weights
 
-# evaluator_type -> (semantic metrics, panoptic quality)
+# evaluator_type -> the ground truth its datasets have: "sem_seg" (mIoU etc.), "panoptic_seg" (PQ),
+# "instances" (mask AP). Each is evaluated where the model predicts it: MODEL.MASK_FORMER.TEST.
+# SEMANTIC_ON, PANOPTIC_ON, INSTANCE_ON.
 EVALUATORS = {
-    "sem_seg": (True, False),
-    "cityscapes_sem_seg": (True, False),
-    "ade20k_panoptic_seg": (True, True),
-    "coco_panoptic_seg": (False, True),
-    "synthetic_panoptic_seg": (True, True),
+    "sem_seg": ("sem_seg",),
+    "cityscapes_sem_seg": ("sem_seg",),
+    "coco": ("instances",),
+    "cityscapes_instance": ("instances",),
+    "ade20k_panoptic_seg": ("sem_seg", "panoptic_seg", "instances"),
+    # detectron2's coco_2017_*_panoptic: no semantic label maps
+    "coco_panoptic_seg": ("panoptic_seg", "instances"),
+    # coco_2017_*_panoptic_with_sem_seg
+    "coco_panoptic_seg_with_sem_seg": ("sem_seg", "panoptic_seg", "instances"),
+    "cityscapes_panoptic_seg": ("sem_seg", "panoptic_seg"),
+    "mapillary_vistas_panoptic_seg": ("sem_seg", "panoptic_seg"),
+    "synthetic_panoptic_seg": ("sem_seg", "panoptic_seg", "instances"),
 }
+# MODEL.MASK_FORMER.TEST key -> the output it turns on
+MODEL_OUTPUTS = {"SEMANTIC_ON": "sem_seg", "PANOPTIC_ON": "panoptic_seg", "INSTANCE_ON": "instances"}
 
 
 def load_label_map(path: str, dtype=int) -> np.ndarray:
@@ -130,14 +142,24 @@ class Trainer(DefaultTrainer):
                 f"No evaluator for dataset {dataset_name!r} of evaluator_type {evaluator_type!r}; "
                 f"supported: {sorted(EVALUATORS)}"
             )
-        semantic, panoptic = EVALUATORS[evaluator_type]
+        test = cfg.MODEL.MASK_FORMER.TEST
+        predicted = {output for key, output in MODEL_OUTPUTS.items() if test[key]}
+        tasks = [task for task in EVALUATORS[evaluator_type] if task in predicted]
+        if not tasks:
+            keys = [f"MODEL.MASK_FORMER.TEST.{key}" for key, output in MODEL_OUTPUTS.items()
+                    if output in EVALUATORS[evaluator_type]]
+            raise ConfigError(f"Nothing to evaluate on {dataset_name!r}: it has "
+                              f"{' and '.join(EVALUATORS[evaluator_type])} ground truth, which the "
+                              f"model does not predict; set {' or '.join(keys)} True")
         evaluators = []
-        if semantic:
+        if "sem_seg" in tasks:
             evaluators.append(SemSegEvaluator(dataset_name, distributed=True,
                                               output_dir=output_folder,
                                               sem_seg_loading_fn=load_label_map))
-        if panoptic:
+        if "panoptic_seg" in tasks:
             evaluators.append(PanopticQualityEvaluator(dataset_name, output_dir=output_folder))
+        if "instances" in tasks:
+            evaluators.append(InstanceSegEvaluator(dataset_name, output_dir=output_folder))
         return evaluators[0] if len(evaluators) == 1 else DatasetEvaluators(evaluators)
 
     @classmethod
@@ -179,7 +201,7 @@ def setup(args):
 
 
 def log_final_metrics(results, dataset_names):
-    """One line per test dataset with the headline numbers (mIoU, PQ)."""
+    """One line per test dataset with the headline numbers (mIoU, PQ, mask AP)."""
     if not results:
         return
     # DefaultTrainer.test returns the metrics themselves when there is one test dataset.
@@ -191,6 +213,8 @@ def log_final_metrics(results, dataset_names):
             parts.append(f"mIoU {metrics['sem_seg']['mIoU']:.2f}")
         if "panoptic_seg" in metrics:
             parts.append(f"PQ {metrics['panoptic_seg']['PQ']:.2f}")
+        if "segm" in metrics:
+            parts.append(f"AP {metrics['segm']['AP']:.2f}")
         if parts:
             logger.info(f"Final results on {dataset}: " + ", ".join(parts))
 

@@ -1,7 +1,9 @@
-"""Config keys of MaskFormer, with the official repository's names and defaults.
+"""Config keys of MaskFormer and Mask2Former, with the official repositories' names and defaults.
 
-A config written for the official MaskFormer (facebookresearch/MaskFormer) loads unchanged after
-`add_mask_former_config(cfg)`.
+A config written for the official MaskFormer (facebookresearch/MaskFormer) or Mask2Former
+(facebookresearch/Mask2Former) loads unchanged after `add_mask_former_config(cfg)`. Where the two
+defaults differ, MaskFormer's is kept (TRANSFORMER_DECODER_NAME): Mask2Former's configs set
+theirs.
 """
 from detectron2.config import CfgNode as CN
 from detectron2.projects.deeplab import add_deeplab_config
@@ -23,6 +25,12 @@ def add_mask_former_config(cfg: CN) -> None:
     cfg.INPUT.CROP.SINGLE_CATEGORY_MAX_AREA = 1.0
     # Pad images and label maps to a multiple of this size in the dataset mapper (-1: no padding).
     cfg.INPUT.SIZE_DIVISIBILITY = -1
+    # Large-scale jitter (Mask2Former's COCO recipes): images rescaled by a random factor in
+    # [MIN_SCALE, MAX_SCALE] of IMAGE_SIZE, then cropped or padded to IMAGE_SIZE. Read by the LSJ
+    # dataset mappers (coco_panoptic_lsj, coco_instance_lsj), which Mask2Former's phase 2 adds.
+    cfg.INPUT.IMAGE_SIZE = 1024
+    cfg.INPUT.MIN_SCALE = 0.1
+    cfg.INPUT.MAX_SCALE = 2.0
 
     # ---- solver
     cfg.SOLVER.WEIGHT_DECAY_EMBED = 0.0
@@ -62,6 +70,8 @@ def add_mask_former_config(cfg: CN) -> None:
     cfg.MODEL.MASK_FORMER.NUM_OBJECT_QUERIES = 100
     # The transformer decoder (TRANSFORMER_DECODER_REGISTRY): MaskFormer's by default, as the
     # official MaskFormer configs leave it unset; Mask2Former's configs name theirs.
+    # ("StandardTransformerDecoder" is the same, under Mask2Former's name; Mask2Former's own is
+    # "MultiScaleMaskedTransformerDecoder", the official Mask2Former default.)
     cfg.MODEL.MASK_FORMER.TRANSFORMER_DECODER_NAME = "TransformerPredictor"
     # What it reads: a backbone feature name, "transformer_encoder" (TransformerEncoderPixelDecoder's
     # encoder output), "multi_scale_pixel_decoder" (the pixel decoder's multi-scale features) or
@@ -85,6 +95,12 @@ def add_mask_former_config(cfg: CN) -> None:
     cfg.MODEL.SEM_SEG_HEAD.MASK_DIM = 256
     cfg.MODEL.SEM_SEG_HEAD.TRANSFORMER_ENC_LAYERS = 0
     cfg.MODEL.SEM_SEG_HEAD.PIXEL_DECODER_NAME = "BasePixelDecoder"
+    # MSDeformAttnPixelDecoder: the features its deformable-attention encoder reads (the finer
+    # IN_FEATURES go through FPN steps instead), and its heads and sampling points per head and
+    # level; TRANSFORMER_ENC_LAYERS is its depth.
+    cfg.MODEL.SEM_SEG_HEAD.DEFORMABLE_TRANSFORMER_ENCODER_IN_FEATURES = ["res3", "res4", "res5"]
+    cfg.MODEL.SEM_SEG_HEAD.DEFORMABLE_TRANSFORMER_ENCODER_N_POINTS = 4
+    cfg.MODEL.SEM_SEG_HEAD.DEFORMABLE_TRANSFORMER_ENCODER_N_HEADS = 8
 
     # ---- Swin Transformer backbone
     cfg.MODEL.SWIN = CN()
@@ -102,6 +118,9 @@ def add_mask_former_config(cfg: CN) -> None:
     cfg.MODEL.SWIN.DROP_PATH_RATE = 0.3
     cfg.MODEL.SWIN.APE = False
     cfg.MODEL.SWIN.PATCH_NORM = True
+    # Activation checkpointing of every Swin block in training: recomputed in the backward pass
+    # (same results) instead of stored, for less memory and about a third more backward time.
+    cfg.MODEL.SWIN.USE_CHECKPOINT = False
     cfg.MODEL.SWIN.OUT_FEATURES = ["res2", "res3", "res4", "res5"]
 
     add_acceleration_config(cfg)

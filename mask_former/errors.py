@@ -9,3 +9,7 @@ without a traceback. Subclasses also derive from the built-in type a caller woul
 
 class UserError(Exception):
     """A problem with what the user asked for or gave; its message says what to change."""
+
+
+class ConfigError(UserError, ValueError):
+    """A config value that cannot work; the message names the key and the value."""

@@ -2,7 +2,10 @@
 from . import datasets
 from .build import DATASET_MAPPERS, build_train_loader
 from .dataset_mappers import (
+    COCOInstanceLSJDatasetMapper,
+    COCOPanopticLSJDatasetMapper,
     DETRPanopticDatasetMapper,
+    MaskFormerInstanceDatasetMapper,
     MaskFormerPanopticDatasetMapper,
     MaskFormerSemanticDatasetMapper,
 )

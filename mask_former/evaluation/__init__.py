@@ -1,4 +1,6 @@
-"""Evaluation that detectron2 does not provide without extra packages: panoptic quality."""
+"""Evaluation that detectron2 does not provide as MaskFormer needs it: panoptic quality without
+panopticapi, mask AP of models whose classes span things and stuff."""
+from .instance_evaluation import InstanceSegEvaluator
 from .panoptic_evaluation import (
     CategoryStats,
     PanopticQualityEvaluator,
@@ -10,6 +12,7 @@ from .panoptic_evaluation import (
 
 __all__ = [
     "CategoryStats",
+    "InstanceSegEvaluator",
     "PanopticQualityEvaluator",
     "PanopticQualityStats",
     "categories_from_metadata",

@@ -6,7 +6,6 @@ otherwise reports only a decoder's message ("image file is truncated") with no w
 bad sample among thousands.
 """
 import copy
-import logging
 from typing import Dict, List, Optional, Sequence
 
 import numpy as np
@@ -18,6 +17,8 @@ from detectron2.data import detection_utils as utils
 from detectron2.data import transforms as T
 from detectron2.projects.point_rend import ColorAugSSDTransform
 from detectron2.structures import Instances
+
+from .training_mapper import TrainingDatasetMapper
 
 __all__ = ["MaskFormerSemanticDatasetMapper"]
 
@@ -200,7 +201,7 @@ def train_metadata(cfg):
     return MetadataCatalog.get(cfg.DATASETS.TRAIN[0])
 
 
-class MaskFormerSemanticDatasetMapper:
+class MaskFormerSemanticDatasetMapper(TrainingDatasetMapper):
     """Maps a semantic-segmentation dataset dict to MaskFormer's training input (training only).
 
     Reads "file_name" and "sem_seg_file_name", applies the augmentations to both, pads them to a
@@ -226,18 +227,9 @@ class MaskFormerSemanticDatasetMapper:
             num_classes: label values must lie in [0, num_classes) or be `ignore_label`;
                 None skips that check.
         """
-        if not is_train:
-            raise ValueError(f"{type(self).__name__} is for training only; evaluation reads "
-                             "images with detectron2's DatasetMapper")
-        self.is_train = is_train
-        self.tfm_gens = list(augmentations)
-        self.img_format = image_format
+        super().__init__(is_train, augmentations, image_format, num_classes)
         self.ignore_label = ignore_label
         self.size_divisibility = size_divisibility
-        self.num_classes = num_classes
-        logging.getLogger(__name__).info(
-            f"[{type(self).__name__}] Augmentations used in training: {self.tfm_gens}"
-        )
 
     @classmethod
     def from_config(cls, cfg, is_train: bool = True):
