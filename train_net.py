@@ -13,6 +13,7 @@ import logging
 import os
 import weakref
 from collections import OrderedDict
+from typing import List
 
 import numpy as np
 import torch
@@ -52,12 +53,13 @@ EVALUATORS = {
     "coco_panoptic_seg": ("panoptic_seg", "instances"),
     # coco_2017_*_panoptic_with_sem_seg
     "coco_panoptic_seg_with_sem_seg": ("sem_seg", "panoptic_seg", "instances"),
-    "cityscapes_panoptic_seg": ("sem_seg", "panoptic_seg"),
+    # detectron2's stuff map lacks the things, which detectron2's semantic evaluator needs
+    "cityscapes_panoptic_seg": ("panoptic_seg",),
     "mapillary_vistas_panoptic_seg": ("sem_seg", "panoptic_seg"),
     "synthetic_panoptic_seg": ("sem_seg", "panoptic_seg", "instances"),
 }
-# MODEL.MASK_FORMER.TEST key -> the output it turns on
-MODEL_OUTPUTS = {"SEMANTIC_ON": "sem_seg", "PANOPTIC_ON": "panoptic_seg", "INSTANCE_ON": "instances"}
+# ground truth -> the MODEL.MASK_FORMER.TEST key that turns its prediction on
+MODEL_OUTPUTS = {"sem_seg": "SEMANTIC_ON", "panoptic_seg": "PANOPTIC_ON", "instances": "INSTANCE_ON"}
 
 
 def load_label_map(path: str, dtype=int) -> np.ndarray:
@@ -68,6 +70,25 @@ def load_label_map(path: str, dtype=int) -> np.ndarray:
     """
     with PathManager.open(path, "rb") as f:
         return np.asarray(Image.open(f), dtype=dtype)
+
+
+def evaluation_tasks(cfg, dataset_name: str) -> List[str]:
+    """What to evaluate on a dataset: its ground truth (EVALUATORS) that the model predicts."""
+    evaluator_type = MetadataCatalog.get(dataset_name).get("evaluator_type", None)
+    if evaluator_type not in EVALUATORS:
+        raise NotImplementedError(
+            f"No evaluator for dataset {dataset_name!r} of evaluator_type {evaluator_type!r}; "
+            f"supported: {sorted(EVALUATORS)}"
+        )
+    ground_truth = EVALUATORS[evaluator_type]
+    test = cfg.MODEL.MASK_FORMER.TEST
+    tasks = [task for task in ground_truth if test[MODEL_OUTPUTS[task]]]
+    if not tasks:
+        keys = " or ".join(f"MODEL.MASK_FORMER.TEST.{MODEL_OUTPUTS[task]}" for task in ground_truth)
+        raise ConfigError(f"Nothing to evaluate on {dataset_name!r}: it has "
+                          f"{' and '.join(ground_truth)} ground truth, which the model does not "
+                          f"predict; set {keys} True")
+    return tasks
 
 
 AMP_PRECISIONS = {"float16": torch.float16, "bfloat16": torch.bfloat16}
@@ -136,21 +157,7 @@ class Trainer(DefaultTrainer):
     def build_evaluator(cls, cfg, dataset_name, output_folder=None):
         if output_folder is None:
             output_folder = os.path.join(cfg.OUTPUT_DIR, "inference")
-        evaluator_type = MetadataCatalog.get(dataset_name).evaluator_type
-        if evaluator_type not in EVALUATORS:
-            raise NotImplementedError(
-                f"No evaluator for dataset {dataset_name!r} of evaluator_type {evaluator_type!r}; "
-                f"supported: {sorted(EVALUATORS)}"
-            )
-        test = cfg.MODEL.MASK_FORMER.TEST
-        predicted = {output for key, output in MODEL_OUTPUTS.items() if test[key]}
-        tasks = [task for task in EVALUATORS[evaluator_type] if task in predicted]
-        if not tasks:
-            keys = [f"MODEL.MASK_FORMER.TEST.{key}" for key, output in MODEL_OUTPUTS.items()
-                    if output in EVALUATORS[evaluator_type]]
-            raise ConfigError(f"Nothing to evaluate on {dataset_name!r}: it has "
-                              f"{' and '.join(EVALUATORS[evaluator_type])} ground truth, which the "
-                              f"model does not predict; set {' or '.join(keys)} True")
+        tasks = evaluation_tasks(cfg, dataset_name)
         evaluators = []
         if "sem_seg" in tasks:
             evaluators.append(SemSegEvaluator(dataset_name, distributed=True,
