@@ -59,7 +59,8 @@ EVALUATORS = {
     "synthetic_panoptic_seg": ("sem_seg", "panoptic_seg", "instances"),
 }
 # ground truth -> the MODEL.MASK_FORMER.TEST key that turns its prediction on
-MODEL_OUTPUTS = {"sem_seg": "SEMANTIC_ON", "panoptic_seg": "PANOPTIC_ON", "instances": "INSTANCE_ON"}
+MODEL_OUTPUTS = {"sem_seg": "SEMANTIC_ON", "panoptic_seg": "PANOPTIC_ON",
+                 "instances": "INSTANCE_ON"}
 
 
 def load_label_map(path: str, dtype=int) -> np.ndarray:

@@ -50,14 +50,17 @@ def test_every_dataset_has_configs():
         "ade20k-instance/mask2former_R50.yaml",
         "cityscapes/mask2former_R50.yaml", "cityscapes/mask2former_swin_small.yaml",
         "cityscapes/mask2former_swin_large.yaml",
-        "cityscapes-panoptic/mask2former_R50.yaml", "cityscapes-panoptic/mask2former_swin_tiny.yaml",
+        "cityscapes-panoptic/mask2former_R50.yaml",
+        "cityscapes-panoptic/mask2former_swin_tiny.yaml",
         "cityscapes-panoptic/mask2former_swin_base.yaml",
-        "cityscapes-instance/mask2former_R50.yaml", "cityscapes-instance/mask2former_swin_large.yaml",
+        "cityscapes-instance/mask2former_R50.yaml",
+        "cityscapes-instance/mask2former_swin_large.yaml",
         "mapillary-vistas/mask2former_R50.yaml", "mapillary-vistas/mask2former_swin_large.yaml",
         "mapillary-vistas-panoptic/mask2former_R50.yaml",
         "mapillary-vistas-panoptic/mask2former_swin_large.yaml",
         "camvid/mask2former_R50.yaml",
-    ] + [f"{dataset}/mask2former_{model}.yaml" for dataset in ("ade20k", "coco-panoptic", "coco-instance")
+    ] + [f"{dataset}/mask2former_{model}.yaml"
+         for dataset in ("ade20k", "coco-panoptic", "coco-instance")
          for model in ("R50", "swin_tiny", "swin_small", "swin_base", "swin_base_IN1k", "swin_large")]
     found = {_id(path) for path in MODEL_CONFIGS}
     assert sorted(set(expected) - found) == []
@@ -130,7 +133,8 @@ def test_model_config_consistent(path):
     if cfg.MODEL.MASK_FORMER.TRANSFORMER_IN_FEATURE == "multi_scale_pixel_decoder":
         assert cfg.MODEL.SEM_SEG_HEAD.PIXEL_DECODER_NAME == "MSDeformAttnPixelDecoder"
     # Mask2Former's decoder comes with its point-sampled losses, MaskFormer's with whole masks
-    mask2former = cfg.MODEL.MASK_FORMER.TRANSFORMER_DECODER_NAME == "MultiScaleMaskedTransformerDecoder"
+    decoder = cfg.MODEL.MASK_FORMER.TRANSFORMER_DECODER_NAME
+    mask2former = decoder == "MultiScaleMaskedTransformerDecoder"
     assert (cfg.MODEL.MASK_FORMER.TRAIN_NUM_POINTS > 0) == mask2former
     assert path.name.startswith("mask2former_") == mask2former
     if cfg.MODEL.BACKBONE.NAME == "D2SwinTransformer":
@@ -274,7 +278,8 @@ OFFICIAL.update({
     "ade20k/mask2former_R50.yaml": dict(
         M2F_POLY, **_flags(True, False, False), **{
             "DATASETS.TRAIN": ["ade20k_sem_seg_train"], "MODEL.SEM_SEG_HEAD.NUM_CLASSES": 150,
-            "SOLVER.MAX_ITER": 160000, "INPUT.CROP.SIZE": [512, 512], "INPUT.SIZE_DIVISIBILITY": 512,
+            "SOLVER.MAX_ITER": 160000, "INPUT.CROP.SIZE": [512, 512],
+            "INPUT.SIZE_DIVISIBILITY": 512,
             "INPUT.MIN_SIZE_TRAIN": [int(x * 0.1 * 512) for x in range(5, 21)],
             "INPUT.MIN_SIZE_TEST": 512, "INPUT.MAX_SIZE_TRAIN": 2048,
             "MODEL.MASK_FORMER.TEST.OVERLAP_THRESHOLD": 0.8,
@@ -309,14 +314,16 @@ OFFICIAL.update({
         M2F_LSJ, **_flags(True, True, True), **{
             "DATASETS.TRAIN": ["coco_2017_train_panoptic"],
             "DATASETS.TEST": ["coco_2017_val_panoptic_with_sem_seg"],
-            "MODEL.SEM_SEG_HEAD.NUM_CLASSES": 133, "INPUT.DATASET_MAPPER_NAME": "coco_panoptic_lsj"}),
+            "MODEL.SEM_SEG_HEAD.NUM_CLASSES": 133,
+            "INPUT.DATASET_MAPPER_NAME": "coco_panoptic_lsj"}),
     "coco-panoptic/mask2former_swin_large.yaml": dict(M2F_SWIN_L, **{
         "MODEL.MASK_FORMER.NUM_OBJECT_QUERIES": 200, "SOLVER.STEPS": [655556, 710184],
         "SOLVER.MAX_ITER": 737500}),
     "coco-instance/mask2former_R50.yaml": dict(
         M2F_LSJ, **_flags(False, True, False), **{
             "DATASETS.TRAIN": ["coco_2017_train"], "DATASETS.TEST": ["coco_2017_val"],
-            "MODEL.SEM_SEG_HEAD.NUM_CLASSES": 80, "INPUT.DATASET_MAPPER_NAME": "coco_instance_lsj"}),
+            "MODEL.SEM_SEG_HEAD.NUM_CLASSES": 80,
+            "INPUT.DATASET_MAPPER_NAME": "coco_instance_lsj"}),
     "coco-instance/mask2former_swin_base.yaml": {
         "MODEL.WEIGHTS": "swin_base_patch4_window12_384_22k.pkl", "SOLVER.MAX_ITER": 368750},
     "coco-instance/mask2former_swin_large.yaml": dict(M2F_SWIN_L, **{
@@ -327,17 +334,20 @@ OFFICIAL.update({
             "MODEL.RESNETS.NORM": "SyncBN", "MODEL.SEM_SEG_HEAD.NUM_CLASSES": 19,
             "SOLVER.MAX_ITER": 90000, "INPUT.CROP.SIZE": [512, 1024], "INPUT.SIZE_DIVISIBILITY": -1,
             "INPUT.MIN_SIZE_TRAIN": [int(x * 0.1 * 1024) for x in range(5, 21)],
-            "INPUT.MIN_SIZE_TEST": 1024, "INPUT.MAX_SIZE_TRAIN": 4096, "INPUT.MAX_SIZE_TEST": 2048}),
+            "INPUT.MIN_SIZE_TEST": 1024, "INPUT.MAX_SIZE_TRAIN": 4096,
+            "INPUT.MAX_SIZE_TEST": 2048}),
     "cityscapes/mask2former_swin_large.yaml": dict(
         M2F_SWIN_L, **{"MODEL.MASK_FORMER.NUM_OBJECT_QUERIES": 100}),
     "cityscapes-panoptic/mask2former_R50.yaml": dict(
         M2F_POLY, **_flags(True, True, True), **{
             "DATASETS.TRAIN": ["cityscapes_fine_panoptic_train"],
-            "MODEL.SEM_SEG_HEAD.NUM_CLASSES": 19, "INPUT.DATASET_MAPPER_NAME": "mask_former_panoptic"}),
+            "MODEL.SEM_SEG_HEAD.NUM_CLASSES": 19,
+            "INPUT.DATASET_MAPPER_NAME": "mask_former_panoptic"}),
     "cityscapes-instance/mask2former_R50.yaml": dict(
         M2F_POLY, **_flags(False, True, False), **{
             "DATASETS.TRAIN": ["cityscapes_fine_instance_seg_train"],
-            "MODEL.SEM_SEG_HEAD.NUM_CLASSES": 8, "INPUT.DATASET_MAPPER_NAME": "mask_former_instance"}),
+            "MODEL.SEM_SEG_HEAD.NUM_CLASSES": 8,
+            "INPUT.DATASET_MAPPER_NAME": "mask_former_instance"}),
     "cityscapes-instance/mask2former_swin_large.yaml": dict(
         M2F_SWIN_L, **{"MODEL.MASK_FORMER.NUM_OBJECT_QUERIES": 200}),
     "mapillary-vistas/mask2former_R50.yaml": dict(
@@ -350,7 +360,8 @@ OFFICIAL.update({
         M2F_SWIN_L, **{"MODEL.MASK_FORMER.NUM_OBJECT_QUERIES": 100}),
     "mapillary-vistas-panoptic/mask2former_R50.yaml": dict(
         M2F_POLY, **_flags(True, False, True), **{
-            "DATASETS.TEST": ["mapillary_vistas_panoptic_val"], "MODEL.SEM_SEG_HEAD.NUM_CLASSES": 65,
+            "DATASETS.TEST": ["mapillary_vistas_panoptic_val"],
+            "MODEL.SEM_SEG_HEAD.NUM_CLASSES": 65,
             "INPUT.DATASET_MAPPER_NAME": "mask_former_panoptic",
             "MODEL.MASK_FORMER.TEST.OBJECT_MASK_THRESHOLD": 0.0}),
     "mapillary-vistas-panoptic/mask2former_swin_large.yaml": dict(
@@ -360,7 +371,8 @@ OFFICIAL.update({
 
 def test_camvid_mask2former_trains_as_the_maskformer_recipe():
     """Same data, schedule and solver as camvid/maskformer_R50.yaml: only the model differs."""
-    mask2former, maskformer = load("camvid/mask2former_R50.yaml"), load("camvid/maskformer_R50.yaml")
+    mask2former = load("camvid/mask2former_R50.yaml")
+    maskformer = load("camvid/maskformer_R50.yaml")
     for key in ("INPUT", "SOLVER", "DATASETS", "DATALOADER", "MODEL.RESNETS", "MODEL.WEIGHTS"):
         assert _get(mask2former, key) == _get(maskformer, key), key
     assert _get(mask2former, "MODEL.SEM_SEG_HEAD.PIXEL_DECODER_NAME") == "MSDeformAttnPixelDecoder"

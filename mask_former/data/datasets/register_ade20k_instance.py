@@ -64,13 +64,16 @@ def load_ade20k_instance(name: str, split: str, root: Optional[str] = None) -> L
     return dataset_dicts
 
 
+def register_ade20k_instance_split(name: str, split: str, root: Optional[str] = None) -> None:
+    """Registers one split of ADE20K instance under `name`."""
+    DatasetCatalog.register(name, lambda: load_ade20k_instance(name, split, root))
+    MetadataCatalog.get(name).set(evaluator_type="coco", **ade20k_instance_metadata())
+
+
 def register_ade20k_instance(root: Optional[str] = None) -> None:
     """Registers `ade20k_instance_{train,val}`."""
     for split in ADE20K_INSTANCE_SPLITS:
-        name = f"ade20k_instance_{split}"
-        DatasetCatalog.register(name, lambda name=name, split=split: load_ade20k_instance(
-            name, split, root))
-        MetadataCatalog.get(name).set(evaluator_type="coco", **ade20k_instance_metadata())
+        register_ade20k_instance_split(f"ade20k_instance_{split}", split, root)
 
 
 register_ade20k_instance()

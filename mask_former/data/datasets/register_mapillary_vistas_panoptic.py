@@ -92,21 +92,25 @@ def load_mapillary_vistas_panoptic(name: str, split: str, root: Optional[str] = 
     return dataset_dicts
 
 
-def register_mapillary_vistas_panoptic(root: Optional[str] = None) -> None:
-    """Registers `mapillary_vistas_panoptic_{train,val}`; config.json is read now, when present,
-    from the current root, the rest when a split is loaded."""
+def register_mapillary_vistas_panoptic_split(name: str, split: str,
+                                             root: Optional[str] = None) -> None:
+    """Registers one split under `name`; config.json is read now, when present, from the current
+    root, the rest when the split is loaded."""
+    DatasetCatalog.register(name, lambda: load_mapillary_vistas_panoptic(name, split, root))
+    MetadataCatalog.get(name).set(
+        ignore_label=MAPILLARY_IGNORE_LABEL,
+        label_divisor=LABEL_DIVISOR,
+        evaluator_type="mapillary_vistas_panoptic_seg",
+    )
     labels = read_mapillary_vistas_labels(config_path(root or dataset_root()))
+    if labels is not None:
+        MetadataCatalog.get(name).set(**mapillary_vistas_panoptic_metadata(labels))
+
+
+def register_mapillary_vistas_panoptic(root: Optional[str] = None) -> None:
+    """Registers `mapillary_vistas_panoptic_{train,val}`."""
     for split in MAPILLARY_SPLITS:
-        name = f"mapillary_vistas_panoptic_{split}"
-        DatasetCatalog.register(
-            name, lambda name=name, split=split: load_mapillary_vistas_panoptic(name, split, root))
-        MetadataCatalog.get(name).set(
-            ignore_label=MAPILLARY_IGNORE_LABEL,
-            label_divisor=LABEL_DIVISOR,
-            evaluator_type="mapillary_vistas_panoptic_seg",
-        )
-        if labels is not None:
-            MetadataCatalog.get(name).set(**mapillary_vistas_panoptic_metadata(labels))
+        register_mapillary_vistas_panoptic_split(f"mapillary_vistas_panoptic_{split}", split, root)
 
 
 register_mapillary_vistas_panoptic()
