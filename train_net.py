@@ -186,10 +186,14 @@ class Trainer(DefaultTrainer):
     def test_with_TTA(cls, cfg, model):
         logging.getLogger("mask_former").info("Running inference with test-time augmentation ...")
         model = SemanticSegmentorWithTTA(cfg, model)
-        evaluators = [
-            cls.build_evaluator(cfg, name, output_folder=os.path.join(cfg.OUTPUT_DIR, "inference_TTA"))
-            for name in cfg.DATASETS.TEST
-        ]
+        # the augmented model predicts semantic segmentation only: evaluate nothing else
+        semantic_cfg = cfg.clone()
+        semantic_cfg.defrost()
+        semantic_cfg.MODEL.MASK_FORMER.TEST.PANOPTIC_ON = False
+        semantic_cfg.MODEL.MASK_FORMER.TEST.INSTANCE_ON = False
+        output_folder = os.path.join(cfg.OUTPUT_DIR, "inference_TTA")
+        evaluators = [cls.build_evaluator(semantic_cfg, name, output_folder=output_folder)
+                      for name in cfg.DATASETS.TEST]
         results = cls.test(cfg, model, evaluators)
         return OrderedDict((k + "_TTA", v) for k, v in results.items())
 

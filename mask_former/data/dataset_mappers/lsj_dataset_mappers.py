@@ -103,12 +103,11 @@ class COCOInstanceLSJDatasetMapper(_LSJDatasetMapper):
         dataset_dict = copy.deepcopy(dataset_dict)  # the caller's dict is reused every epoch
         image = read_dataset_image(dataset_dict, self.img_format)
         transforms = self._augment(dataset_dict, image)
-        shape = dataset_dict["image"].shape[-2:]
-        classes, masks = annotation_targets(dataset_dict, shape, transforms, self.num_classes)
+        classes, masks = annotation_targets(dataset_dict, transforms, self.num_classes)
         dataset_dict.pop("annotations")
         kept = [(c, m) for c, m in zip(classes, masks) if m.any()]
         dataset_dict["instances"] = make_instances(
-            shape, [c for c, _ in kept], [m for _, m in kept])
+            dataset_dict["image"].shape[-2:], [c for c, _ in kept], [m for _, m in kept])
         return dataset_dict
 
 

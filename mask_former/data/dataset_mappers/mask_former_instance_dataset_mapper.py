@@ -1,7 +1,7 @@
 """MaskFormer's training mapper for instance segmentation (COCO-format "annotations"), and the
 decoding of instance annotations that the large-scale-jittering instance mapper shares."""
 import copy
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 import pycocotools.mask as mask_util
@@ -49,15 +49,14 @@ def decode_segmentation(segmentation, height: int, width: int, dataset_dict: Dic
         f"{getattr(segmentation, 'shape', '')}".rstrip())
 
 
-def annotation_targets(dataset_dict: Dict, image_shape: Sequence[int],
-                       transforms: T.TransformList, num_classes: Optional[int]
-                       ) -> Tuple[List[int], List[np.ndarray]]:
+def annotation_targets(dataset_dict: Dict, transforms: T.TransformList,
+                       num_classes: Optional[int]) -> Tuple[List[int], List[np.ndarray]]:
     """The classes and masks of an entry's non-crowd "annotations", after `transforms`.
 
     Each segmentation is rasterised at the entry's original size, then transformed as a
     segmentation map (nearest-neighbour resize), which needs no polygon clipping (shapely) and
     treats polygons, RLE and arrays alike; boundaries may differ from rasterising transformed
-    polygons by a pixel. Returns ([class], [(H, W) bool mask]) with `image_shape` (H, W), in
+    polygons by a pixel. Returns ([class], [(H, W) bool mask]), (H, W) the augmented image's, in
     annotation order; masks may be empty (cropped away).
     """
     if "annotations" not in dataset_dict:
@@ -78,12 +77,8 @@ def annotation_targets(dataset_dict: Dict, image_shape: Sequence[int],
                 f"{category}, outside the contiguous class ids [0, {num_classes})")
         mask = decode_segmentation(annotation["segmentation"], height, width, dataset_dict)
         # == 1: padding (FixedSizeCrop pads segmentations with 255) belongs to no instance
-        mask = transforms.apply_segmentation(mask) == 1
-        if mask.shape != tuple(image_shape):
-            raise ValueError(f"a mask of the {describe_entry(dataset_dict)} became {mask.shape} "
-                             f"after the augmentations, the image {tuple(image_shape)}")
         classes.append(category)
-        masks.append(mask)
+        masks.append(transforms.apply_segmentation(mask) == 1)
     return classes, masks
 
 
@@ -92,10 +87,9 @@ class MaskFormerInstanceDatasetMapper(TrainingDatasetMapper):
     as the official Mask2Former's instance mapper (ADE20K and Cityscapes instance recipes).
 
     Reads "file_name" and "annotations" (each with "segmentation" as polygons, COCO RLE or a
-    (H, W) array, a contiguous "category_id" and "iscrowd"; crowds are skipped); the entry needs
-    "height" and "width" (detectron2's COCO loader sets them). Augments (resize, optional crop,
-    colour, flip), pads to a multiple of `size_divisibility` (image with 128, masks with 0) and
-    returns the dict with:
+    (H, W) array, a contiguous "category_id" and "iscrowd"; crowds are skipped). Augments (resize,
+    optional crop, colour, flip), pads to a multiple of `size_divisibility` (image with 128, masks
+    with 0) and returns the dict with:
         "image": (3, H, W) uint8 tensor in `image_format`,
         "instances": one target per non-crowd annotation, in annotation order: gt_classes (N,)
             int64, gt_masks (N, H, W) bool. As the official mapper, an instance cropped away keeps
@@ -142,8 +136,7 @@ class MaskFormerInstanceDatasetMapper(TrainingDatasetMapper):
         dataset_dict = copy.deepcopy(dataset_dict)  # the caller's dict is reused every epoch
         image = read_dataset_image(dataset_dict, self.img_format)
         image, transforms = T.apply_transform_gens(self.tfm_gens, image)
-        classes, masks = annotation_targets(dataset_dict, image.shape[:2], transforms,
-                                            self.num_classes)
+        classes, masks = annotation_targets(dataset_dict, transforms, self.num_classes)
         dataset_dict.pop("annotations")
         instances = make_instances(image.shape[:2], classes, masks)
         image = torch.as_tensor(np.ascontiguousarray(image.transpose(2, 0, 1)))
