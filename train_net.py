@@ -17,6 +17,7 @@ import os
 import sys
 import weakref
 from collections import OrderedDict
+from typing import List
 
 import torch
 from detectron2.data import MetadataCatalog
@@ -30,25 +31,58 @@ from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 from torch.multiprocessing import ProcessExitedException
 
-from mask_former.config import ConfigError, cpu_fallback, load_config
+from mask_former.config import cpu_fallback, load_config
 from mask_former.data import build_test_loader, build_train_loader
 from mask_former.data.dataset_check import (check_datasets_registered_and_loadable,
                                             scan_before_training)
 from mask_former.engine import accelerate, fused_optimizer, pin_batches
-from mask_former.errors import UserError
-from mask_former.evaluation import CheckedSemSegEvaluator, PanopticQualityEvaluator
+from mask_former.errors import ConfigError, UserError
+from mask_former.evaluation import (CheckedSemSegEvaluator, InstanceSegEvaluator,
+                                    PanopticQualityEvaluator)
 from mask_former.solver import build_optimizer
 from mask_former.test_time_augmentation import SemanticSegmentorWithTTA
 from mask_former.weights import MaskFormerCheckpointer, check_weights
 
-# evaluator_type -> (semantic metrics, panoptic quality)
+# evaluator_type -> the ground truth its datasets have: "sem_seg" (mIoU etc.), "panoptic_seg" (PQ),
+# "instances" (mask AP). Each is evaluated where the model predicts it: MODEL.MASK_FORMER.TEST.
+# SEMANTIC_ON, PANOPTIC_ON, INSTANCE_ON.
 EVALUATORS = {
-    "sem_seg": (True, False),
-    "cityscapes_sem_seg": (True, False),
-    "ade20k_panoptic_seg": (True, True),
-    "coco_panoptic_seg": (False, True),
-    "synthetic_panoptic_seg": (True, True),
+    "sem_seg": ("sem_seg",),
+    "cityscapes_sem_seg": ("sem_seg",),
+    "coco": ("instances",),
+    "cityscapes_instance": ("instances",),
+    "ade20k_panoptic_seg": ("sem_seg", "panoptic_seg", "instances"),
+    # detectron2's coco_2017_*_panoptic: no semantic label maps
+    "coco_panoptic_seg": ("panoptic_seg", "instances"),
+    # coco_2017_*_panoptic_with_sem_seg
+    "coco_panoptic_seg_with_sem_seg": ("sem_seg", "panoptic_seg", "instances"),
+    # detectron2's stuff map lacks the things, which detectron2's semantic evaluator needs
+    "cityscapes_panoptic_seg": ("panoptic_seg",),
+    "mapillary_vistas_panoptic_seg": ("sem_seg", "panoptic_seg"),
+    "synthetic_panoptic_seg": ("sem_seg", "panoptic_seg", "instances"),
 }
+# ground truth -> the MODEL.MASK_FORMER.TEST key that turns its prediction on
+MODEL_OUTPUTS = {"sem_seg": "SEMANTIC_ON", "panoptic_seg": "PANOPTIC_ON",
+                 "instances": "INSTANCE_ON"}
+
+
+def evaluation_tasks(cfg, dataset_name: str) -> List[str]:
+    """What to evaluate on a dataset: its ground truth (EVALUATORS) that the model predicts."""
+    evaluator_type = MetadataCatalog.get(dataset_name).get("evaluator_type", None)
+    if evaluator_type not in EVALUATORS:
+        raise NotImplementedError(
+            f"No evaluator for dataset {dataset_name!r} of evaluator_type {evaluator_type!r}; "
+            f"supported: {sorted(EVALUATORS)}"
+        )
+    ground_truth = EVALUATORS[evaluator_type]
+    test = cfg.MODEL.MASK_FORMER.TEST
+    tasks = [task for task in ground_truth if test[MODEL_OUTPUTS[task]]]
+    if not tasks:
+        keys = " or ".join(f"MODEL.MASK_FORMER.TEST.{MODEL_OUTPUTS[task]}" for task in ground_truth)
+        raise ConfigError(f"Nothing to evaluate on {dataset_name!r}: it has "
+                          f"{' and '.join(ground_truth)} ground truth, which the model does not "
+                          f"predict; set {keys} True")
+    return tasks
 
 
 AMP_PRECISIONS = {"float16": torch.float16, "bfloat16": torch.bfloat16}
@@ -126,18 +160,14 @@ class Trainer(DefaultTrainer):
     def build_evaluator(cls, cfg, dataset_name, output_folder=None):
         if output_folder is None:
             output_folder = os.path.join(cfg.OUTPUT_DIR, "inference")
-        evaluator_type = MetadataCatalog.get(dataset_name).evaluator_type
-        if evaluator_type not in EVALUATORS:
-            raise NotImplementedError(
-                f"No evaluator for dataset {dataset_name!r} of evaluator_type {evaluator_type!r}; "
-                f"supported: {sorted(EVALUATORS)}"
-            )
-        semantic, panoptic = EVALUATORS[evaluator_type]
+        tasks = evaluation_tasks(cfg, dataset_name)
         evaluators = []
-        if semantic:
+        if "sem_seg" in tasks:
             evaluators.append(semantic_evaluator(dataset_name, output_folder))
-        if panoptic:
+        if "panoptic_seg" in tasks:
             evaluators.append(PanopticQualityEvaluator(dataset_name, output_dir=output_folder))
+        if "instances" in tasks:
+            evaluators.append(InstanceSegEvaluator(dataset_name, output_dir=output_folder))
         return evaluators[0] if len(evaluators) == 1 else DatasetEvaluators(evaluators)
 
     @classmethod
@@ -162,8 +192,14 @@ class Trainer(DefaultTrainer):
         semantic outputs; a panoptic dataset gets its semantic metrics, as the official code)."""
         logging.getLogger("mask_former").info("Running inference with test-time augmentation ...")
         model = SemanticSegmentorWithTTA(cfg, model)
+        # the augmented model predicts semantic segmentation only: evaluate nothing else
+        semantic_cfg = cfg.clone()
+        semantic_cfg.defrost()
+        semantic_cfg.MODEL.MASK_FORMER.TEST.PANOPTIC_ON = False
+        semantic_cfg.MODEL.MASK_FORMER.TEST.INSTANCE_ON = False
         output_folder = os.path.join(cfg.OUTPUT_DIR, "inference_TTA")
-        evaluators = [semantic_evaluator(name, output_folder) for name in cfg.DATASETS.TEST]
+        evaluators = [cls.build_evaluator(semantic_cfg, name, output_folder=output_folder)
+                      for name in cfg.DATASETS.TEST]
         results = cls.test(cfg, model, evaluators)
         return OrderedDict((k + "_TTA", v) for k, v in results.items())
 
@@ -200,7 +236,7 @@ def load_and_check(args):
     if args.eval_only and cfg.TEST.AUG.ENABLED:
         for name in cfg.DATASETS.TEST:
             evaluator_type = MetadataCatalog.get(name).get("evaluator_type", None)
-            if not EVALUATORS.get(evaluator_type, (False, False))[0]:
+            if "sem_seg" not in EVALUATORS.get(evaluator_type, ()):
                 raise ConfigError(
                     f"TEST.AUG.ENABLED: test-time augmentation averages semantic outputs, and "
                     f"{name} (evaluator_type {evaluator_type!r}) has no semantic metrics; set "
@@ -232,7 +268,7 @@ def setup(args):
 
 
 def log_final_metrics(results, dataset_names):
-    """One line per test dataset with the headline numbers (mIoU, PQ)."""
+    """One line per test dataset with the headline numbers (mIoU, PQ, mask AP)."""
     if not results:
         return
     # DefaultTrainer.test returns the metrics themselves when there is one test dataset.
@@ -246,6 +282,8 @@ def log_final_metrics(results, dataset_names):
             parts.append(f"PQ {metrics['panoptic_seg']['PQ']:.2f}")
         if "sem_seg_TTA" in metrics:
             parts.append(f"mIoU with test-time augmentation {metrics['sem_seg_TTA']['mIoU']:.2f}")
+        if "segm" in metrics:
+            parts.append(f"AP {metrics['segm']['AP']:.2f}")
         if parts:
             logger.info(f"Final results on {dataset}: " + ", ".join(parts))
 

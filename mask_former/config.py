@@ -18,7 +18,7 @@ from detectron2.config import CfgNode as CN
 from detectron2.config import get_cfg
 from detectron2.projects.deeplab import add_deeplab_config
 
-from .errors import UserError
+from .errors import ConfigError
 
 logger = logging.getLogger(__name__)
 
@@ -178,10 +178,6 @@ def add_acceleration_config(cfg: CN) -> None:
                      ("MODEL.MASK_FORMER.TEST.CUDA_GRAPH", "ACCELERATION.TEST_CUDA_GRAPH"),
                      ("MODEL.MASK_FORMER.CUDA_GRAPH_MAX_SHAPES", "ACCELERATION.CUDA_GRAPH_MAX_SHAPES")):
         cfg.register_renamed_key(old, new)
-
-class ConfigError(UserError, ValueError):
-    """A config file or override that cannot be used; the message names the file or key."""
-
 
 def resolve_config_file(name: str) -> Path:
     """The config file `name`, as given (relative to the current directory), else relative to

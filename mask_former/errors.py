@@ -12,4 +12,4 @@ class UserError(Exception):
 
 
 class ConfigError(UserError, ValueError):
-    """A config value that cannot work; the message names the key and the value."""
+    """A config file, key or value that cannot be used; the message names it."""

@@ -3,8 +3,11 @@ with, the reading and checking of dataset files (io) and the checks of whole dat
 from . import datasets
 from .build import DATASET_MAPPERS, build_test_loader, build_train_loader
 from .dataset_mappers import (
+    COCOInstanceLSJDatasetMapper,
+    COCOPanopticLSJDatasetMapper,
     DETRPanopticDatasetMapper,
     InferenceDatasetMapper,
+    MaskFormerInstanceDatasetMapper,
     MaskFormerPanopticDatasetMapper,
     MaskFormerSemanticDatasetMapper,
 )

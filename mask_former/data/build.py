@@ -4,16 +4,23 @@ from detectron2.data import build_detection_test_loader, build_detection_train_l
 
 from .dataset_check import check_num_classes
 from .dataset_mappers import (
+    COCOInstanceLSJDatasetMapper,
+    COCOPanopticLSJDatasetMapper,
     DETRPanopticDatasetMapper,
     InferenceDatasetMapper,
+    MaskFormerInstanceDatasetMapper,
     MaskFormerPanopticDatasetMapper,
     MaskFormerSemanticDatasetMapper,
 )
 
+# INPUT.DATASET_MAPPER_NAME -> the training mapper (the official names)
 DATASET_MAPPERS = {
     "mask_former_semantic": MaskFormerSemanticDatasetMapper,
     "mask_former_panoptic": MaskFormerPanopticDatasetMapper,
+    "mask_former_instance": MaskFormerInstanceDatasetMapper,
     "detr_panoptic": DETRPanopticDatasetMapper,
+    "coco_instance_lsj": COCOInstanceLSJDatasetMapper,
+    "coco_panoptic_lsj": COCOPanopticLSJDatasetMapper,
 }
 
 
@@ -23,6 +30,7 @@ def build_train_loader(cfg):
     name = cfg.INPUT.DATASET_MAPPER_NAME
     if name not in DATASET_MAPPERS:
         raise ValueError(f"INPUT.DATASET_MAPPER_NAME={name!r}; choose one of {sorted(DATASET_MAPPERS)}")
+    check_num_classes(cfg)
     return build_detection_train_loader(cfg, mapper=DATASET_MAPPERS[name](cfg, True))
 
 

@@ -106,16 +106,30 @@ def _configured_names(cfg, train: bool = True, test: bool = True) -> List[Tuple[
 def check_num_classes(cfg, train: bool = True, test: bool = True) -> None:
     """Fails unless the datasets' classes fit MODEL.SEM_SEG_HEAD.NUM_CLASSES: a training dataset
     may have fewer classes than the model predicts, a test dataset must have as many (the
-    evaluators score the predicted class ids as the dataset's). Datasets without stuff_classes
-    are not checked."""
+    evaluators score the predicted class ids as the dataset's).
+
+    The classes are the metadata list the class ids index: for training, the one the mapper
+    reads (`classes_key`: `stuff_classes`, every class, for semantic and panoptic mappers,
+    `thing_classes` for the instance ones); for testing, `stuff_classes` where the dataset has
+    them, else `thing_classes` (instance-only datasets). Datasets without either are not checked.
+    """
+    from .build import DATASET_MAPPERS  # build imports this module
+
+    mapper = DATASET_MAPPERS.get(cfg.INPUT.DATASET_MAPPER_NAME)
+    train_key = getattr(mapper, "classes_key", "stuff_classes")
     num_classes = cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES
     for key, name in _configured_names(cfg, train, test):
-        classes = MetadataCatalog.get(name).get("stuff_classes", None)
+        metadata = MetadataCatalog.get(name)
+        if key == "DATASETS.TRAIN":
+            classes_key = train_key
+        else:
+            classes_key = "stuff_classes" if metadata.get("stuff_classes", None) else "thing_classes"
+        classes = metadata.get(classes_key, None)
         if classes is None:
             continue
         if len(classes) > num_classes or (key == "DATASETS.TEST" and len(classes) != num_classes):
             raise DatasetConfigError(
-                f"Dataset {name!r} ({key}) has {len(classes)} classes but "
+                f"Dataset {name!r} ({key}) has {len(classes)} classes ({classes_key}) but "
                 f"MODEL.SEM_SEG_HEAD.NUM_CLASSES is {num_classes}; set it to {len(classes)}."
             )
 

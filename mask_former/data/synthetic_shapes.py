@@ -10,16 +10,21 @@ Files, written once under `root/`:
     {split}/semantic/NNNN.png        uint8 class ids (0..4)
     {split}/panoptic/NNNN.png        RGB-encoded segment ids (id = R + 256 G + 256^2 B)
     {split}/panoptic.json            [{"file_name", "image_id", "segments_info": [...]}]
+    {split}/instances.json           COCO instances: every thing segment as one instance (RLE
+                                     mask, bbox, area, iscrowd 0), category id = class id
 """
 import json
 import logging
 import os
 import shutil
 import tempfile
+from collections import defaultdict
 from typing import Dict, List, Tuple
 
 import cv2
 import numpy as np
+import pycocotools.mask as mask_util
+from detectron2.structures import BoxMode
 
 from .io import id_to_rgb
 
@@ -33,7 +38,7 @@ COLORS = [(70, 130, 180), (152, 251, 152), (220, 20, 60), (255, 215, 0), (138, 4
 THING_BASE_COLORS = {2: (200, 60, 50), 3: (60, 170, 70), 4: (70, 80, 200)}
 IMAGE_SIZE = 128
 SPLITS = {"train": (600, 1000), "val": (100, 2000)}  # split -> (number of images, seed)
-VERSION = 1
+VERSION = 2  # 2: instances.json added (images, labels and panoptic files as in 1)
 
 
 def _texture(rng: np.random.Generator, size: int, scale: float) -> np.ndarray:
@@ -105,21 +110,53 @@ def generate_sample(seed: int, size: int = IMAGE_SIZE) -> Tuple[np.ndarray, np.n
     return image, semantic, segment_ids, segments_info
 
 
+def instance_annotations(segment_ids: np.ndarray, segments_info: List[dict]) -> List[dict]:
+    """COCO instance annotations (without "id" and "image_id") of a scene's thing segments."""
+    annotations = []
+    for segment in segments_info:
+        if not segment["isthing"]:
+            continue
+        rle = mask_util.encode(np.asfortranarray(segment_ids == segment["id"], dtype=np.uint8))
+        rle["counts"] = rle["counts"].decode("ascii")
+        annotations.append({"category_id": segment["category_id"], "segmentation": rle,
+                            "area": segment["area"], "bbox": mask_util.toBbox(rle).tolist(),
+                            "iscrowd": 0})
+    return annotations
+
+
+def instance_categories() -> List[dict]:
+    """The COCO "categories" of instances.json: the thing classes, id = class id."""
+    return [{"id": c, "name": CLASSES[c]} for c, thing in enumerate(IS_THING) if thing]
+
+
 def _write_split(directory: str, split: str) -> None:
     count, seed = SPLITS[split]
     for sub in ("images", "semantic", "panoptic"):
         os.makedirs(os.path.join(directory, split, sub), exist_ok=True)
-    annotations = []
+    annotations, images, instances = [], [], []
     for index in range(count):
         image, semantic, segment_ids, segments_info = generate_sample(seed + index)
         name = f"{index:04d}.png"
+        image_id = f"{split}_{index:04d}"
         cv2.imwrite(os.path.join(directory, split, "images", name), image[..., ::-1])
         cv2.imwrite(os.path.join(directory, split, "semantic", name), semantic)
         cv2.imwrite(os.path.join(directory, split, "panoptic", name), id_to_rgb(segment_ids)[..., ::-1])
-        annotations.append({"file_name": name, "image_id": f"{split}_{index:04d}",
+        annotations.append({"file_name": name, "image_id": image_id,
                             "segments_info": segments_info})
+        images.append({"id": image_id, "file_name": name, "height": IMAGE_SIZE,
+                       "width": IMAGE_SIZE})
+        for instance in instance_annotations(segment_ids, segments_info):
+            instances.append(dict(instance, id=len(instances) + 1, image_id=image_id))
     with open(os.path.join(directory, split, "panoptic.json"), "w") as f:
         json.dump(annotations, f)
+    with open(instances_json(directory, split), "w") as f:
+        json.dump({"images": images, "annotations": instances,
+                   "categories": instance_categories()}, f)
+
+
+def instances_json(root: str, split: str) -> str:
+    """The COCO instance annotations of a split (COCOEvaluator's "json_file")."""
+    return os.path.join(root, split, "instances.json")
 
 
 def default_root() -> str:
@@ -153,22 +190,47 @@ def ensure_generated(root: str) -> str:
     return root
 
 
-def load_synthetic_shapes(root: str, split: str, panoptic: bool) -> List[Dict]:
-    """Detectron2 dataset dicts of one split; panoptic ones carry segments_info too."""
+# What a split's dataset dicts carry besides the image.
+KINDS = ("sem_seg", "panoptic", "instance")
+
+
+def load_synthetic_shapes(root: str, split: str, kind: str) -> List[Dict]:
+    """Detectron2 dataset dicts of one split.
+
+    kind "sem_seg": the semantic label map; "panoptic": that and the panoptic PNG with
+    segments_info; "instance": COCO-style "annotations" (RLE, bbox in XYWH_ABS) of the things, with
+    contiguous category ids 0..2 (circle, square, triangle).
+    """
+    if kind not in KINDS:
+        raise ValueError(f"kind={kind!r}; choose one of {list(KINDS)}")
     ensure_generated(root)
     with open(os.path.join(root, split, "panoptic.json")) as f:
         annotations = json.load(f)
+    instances: Dict[str, List[Dict]] = defaultdict(list)
+    if kind == "instance":
+        with open(instances_json(root, split)) as f:
+            coco = json.load(f)
+        thing_ids = [category["id"] for category in coco["categories"]]
+        for instance in coco["annotations"]:
+            instances[instance["image_id"]].append({
+                "segmentation": instance["segmentation"], "bbox": instance["bbox"],
+                "bbox_mode": BoxMode.XYWH_ABS, "iscrowd": instance["iscrowd"],
+                "category_id": thing_ids.index(instance["category_id"]),
+            })
     dicts = []
     for ann in annotations:
         record = {
             "file_name": os.path.join(root, split, "images", ann["file_name"]),
-            "sem_seg_file_name": os.path.join(root, split, "semantic", ann["file_name"]),
             "image_id": ann["image_id"],
             "height": IMAGE_SIZE,
             "width": IMAGE_SIZE,
         }
-        if panoptic:
+        if kind != "instance":
+            record["sem_seg_file_name"] = os.path.join(root, split, "semantic", ann["file_name"])
+        if kind == "panoptic":
             record["pan_seg_file_name"] = os.path.join(root, split, "panoptic", ann["file_name"])
             record["segments_info"] = ann["segments_info"]
+        if kind == "instance":
+            record["annotations"] = instances[ann["image_id"]]
         dicts.append(record)
     return dicts

@@ -1,5 +1,7 @@
-"""Evaluation: panoptic quality (which detectron2 does not provide without panopticapi), and
-detectron2's semantic metrics on checked ground truth."""
+"""Evaluation that detectron2 does not provide as MaskFormer needs it: panoptic quality without
+panopticapi, mask AP of models whose classes span things and stuff, and detectron2's semantic
+metrics on checked ground truth."""
+from .instance_evaluation import InstanceSegEvaluator
 from .panoptic_evaluation import (
     CategoryStats,
     PanopticQualityEvaluator,
@@ -13,6 +15,7 @@ from .sem_seg_evaluation import CheckedSemSegEvaluator
 __all__ = [
     "CategoryStats",
     "CheckedSemSegEvaluator",
+    "InstanceSegEvaluator",
     "PanopticQualityEvaluator",
     "PanopticQualityStats",
     "categories_from_metadata",

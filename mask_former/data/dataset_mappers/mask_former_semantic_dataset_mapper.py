@@ -2,7 +2,6 @@
 augmentations that MaskFormer's panoptic mapper shares with it. Files are read and checked by
 mask_former.data.io."""
 import copy
-import logging
 from typing import Dict, List, Optional, Sequence
 
 import numpy as np
@@ -15,6 +14,7 @@ from detectron2.structures import Instances
 
 from ..dataset_check import DatasetConfigError, require_registered
 from ..io import entry_error, pad_to_multiple, read_dataset_image, read_semantic_label_map
+from .training_mapper import TrainingDatasetMapper
 
 __all__ = ["MaskFormerSemanticDatasetMapper"]
 
@@ -74,7 +74,7 @@ def train_metadata(cfg):
     return metadata
 
 
-class MaskFormerSemanticDatasetMapper:
+class MaskFormerSemanticDatasetMapper(TrainingDatasetMapper):
     """Maps a semantic-segmentation dataset dict to MaskFormer's training input (training only).
 
     Reads "file_name" and "sem_seg_file_name", applies the augmentations to both, pads them to a
@@ -100,18 +100,9 @@ class MaskFormerSemanticDatasetMapper:
             num_classes: label values must lie in [0, num_classes) or be `ignore_label`;
                 None skips that check.
         """
-        if not is_train:
-            raise ValueError(f"{type(self).__name__} is for training only; evaluation reads "
-                             "images with InferenceDatasetMapper")
-        self.is_train = is_train
-        self.tfm_gens = list(augmentations)
-        self.img_format = image_format
+        super().__init__(is_train, augmentations, image_format, num_classes)
         self.ignore_label = ignore_label
         self.size_divisibility = size_divisibility
-        self.num_classes = num_classes
-        logging.getLogger(__name__).info(
-            f"[{type(self).__name__}] Augmentations used in training: {self.tfm_gens}"
-        )
 
     @classmethod
     def from_config(cls, cfg, is_train: bool = True):

@@ -9,7 +9,8 @@ The json and PNGs are written by datasets/prepare_ade20k_panoptic.py (or the off
 MaskFormer's datasets/prepare_ade20k_pan_seg.py), the semantic label maps by
 datasets/prepare_ade20k.py. Every dataset dict carries both
 `pan_seg_file_name` and `sem_seg_file_name`, so one dataset gives panoptic quality and mIoU
-(evaluator_type "ade20k_panoptic_seg").
+(evaluator_type "ade20k_panoptic_seg"); with ADEChallengeData2016/ade20k_instance_{train,val}.json
+(the metadata's "json_file", see register_ade20k_instance.py) it gives mask AP too.
 
 Class names are detectron2's ADE20K-150 names (those of `ade20k_sem_seg_{train,val}`). Which classes
 are things, and their colours, come from the json's `categories`: read at registration when the json
@@ -40,6 +41,12 @@ def ade20k_panoptic_paths(root: str, split: str) -> Dict[str, str]:
     )
 
 
+def ade20k_instance_json(root: str, split: str) -> str:
+    """ADEChallengeData2016/ade20k_instance_{split}.json under `root`: the COCO instance ground
+    truth of the split's things (Mask2Former's layout)."""
+    return os.path.join(root, ADE20K_DIR, f"ade20k_instance_{split}.json")
+
+
 def ade20k_panoptic_metadata(categories: List[Dict]) -> Dict:
     """Thing/stuff id maps and colours from a panoptic json's `categories`.
 
@@ -51,6 +58,12 @@ def ade20k_panoptic_metadata(categories: List[Dict]) -> Dict:
             f"The ADE20K panoptic json has {len(categories)} categories, expected "
             f"{len(ADE20K_SEM_SEG_CATEGORIES)}"
         )
+    return panoptic_categories_metadata(categories)
+
+
+def panoptic_categories_metadata(categories: List[Dict]) -> Dict:
+    """thing_classes, colours and the thing/stuff id maps of COCO-panoptic `categories` (each
+    with "id", "name", "color", "isthing"); the contiguous id of a category is its position."""
     names = [category["name"] for category in categories]
     colors = [list(category["color"]) for category in categories]
     return dict(
@@ -102,13 +115,14 @@ def ade20k_panoptic_dicts(
 
 def load_ade20k_panoptic(name: str, split: str, root: Optional[str] = None) -> List[Dict]:
     """Loads a split, and sets the metadata that depends on its json and on the root."""
-    paths = ade20k_panoptic_paths(root or dataset_root(), split)
+    root = root or dataset_root()
+    paths = ade20k_panoptic_paths(root, split)
     require_paths(name, paths.values())
     panoptic = _read_json(paths["panoptic_json"])
     metadata = ade20k_panoptic_metadata(panoptic["categories"])
     # The evaluators read the json and PNG paths from the metadata; they are set here because the
-    # root is only known now.
-    MetadataCatalog.get(name).set(**metadata, **paths)
+    # root is only known now. The instance json is only needed for mask AP.
+    MetadataCatalog.get(name).set(**metadata, **paths, json_file=ade20k_instance_json(root, split))
     dataset_dicts = ade20k_panoptic_dicts(panoptic["annotations"], paths, metadata)
     if not dataset_dicts:
         raise ValueError(f"{paths['panoptic_json']} has no annotations")
