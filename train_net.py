@@ -280,10 +280,10 @@ def log_final_metrics(results, dataset_names):
             parts.append(f"mIoU {metrics['sem_seg']['mIoU']:.2f}")
         if "panoptic_seg" in metrics:
             parts.append(f"PQ {metrics['panoptic_seg']['PQ']:.2f}")
-        if "sem_seg_TTA" in metrics:
-            parts.append(f"mIoU with test-time augmentation {metrics['sem_seg_TTA']['mIoU']:.2f}")
         if "segm" in metrics:
             parts.append(f"AP {metrics['segm']['AP']:.2f}")
+        if "sem_seg_TTA" in metrics:
+            parts.append(f"mIoU with test-time augmentation {metrics['sem_seg_TTA']['mIoU']:.2f}")
         if parts:
             logger.info(f"Final results on {dataset}: " + ", ".join(parts))
 

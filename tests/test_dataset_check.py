@@ -133,10 +133,10 @@ def test_classes_must_fit_num_classes(tmp_path):
         check_datasets_registered_and_loadable(config(train=[name], num_classes=4))
         with pytest.raises(DatasetConfigError) as error:
             check_datasets_registered_and_loadable(config(train=[name], test=[name], num_classes=4))
-        assert str(error.value) == (f"Dataset {name!r} (DATASETS.TEST) has 3 classes but "
-                                    "MODEL.SEM_SEG_HEAD.NUM_CLASSES is 4; set it to 3.")
+        assert str(error.value) == (f"Dataset {name!r} (DATASETS.TEST) has 3 classes (stuff_classes) "
+                                    "but MODEL.SEM_SEG_HEAD.NUM_CLASSES is 4; set it to 3.")
         with pytest.raises(DatasetConfigError, match=re.escape(
-                f"Dataset {name!r} (DATASETS.TRAIN) has 3 classes but MODEL.SEM_SEG_HEAD.NUM_CLASSES "
+                f"Dataset {name!r} (DATASETS.TRAIN) has 3 classes (stuff_classes) but MODEL.SEM_SEG_HEAD.NUM_CLASSES "
                 "is 2; set it to 3.")):
             check_datasets_registered_and_loadable(config(train=[name], num_classes=2))
 

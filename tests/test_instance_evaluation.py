@@ -17,6 +17,7 @@ from detectron2.structures import BitMasks, Instances
 
 from conftest import REPO_ROOT
 from mask_former.data.synthetic_shapes import instances_json
+from mask_former.config import load_config
 from mask_former.errors import ConfigError
 from mask_former.evaluation import InstanceSegEvaluator
 from mask_former.evaluation.instance_evaluation import dense_thing_view
@@ -145,14 +146,7 @@ def test_output_without_instances_is_refused(tmp_path):
 
 
 def quickstart_cfg(*opts):
-    args = train_net.default_argument_parser().parse_args(
-        ["--config-file", str(REPO_ROOT / "configs/quickstart/maskformer_tiny_shapes.yaml")]
-        + list(opts))
-    cfg = train_net.get_cfg()
-    train_net.add_mask_former_config(cfg)
-    cfg.merge_from_file(args.config_file)
-    cfg.merge_from_list(args.opts)
-    return cfg
+    return load_config(str(REPO_ROOT / "configs/quickstart/maskformer_tiny_shapes.yaml"), opts)
 
 
 def test_panoptic_dataset_with_instances_gets_all_three_evaluators(tmp_path):
@@ -161,7 +155,7 @@ def test_panoptic_dataset_with_instances_gets_all_three_evaluators(tmp_path):
     evaluators = train_net.Trainer.build_evaluator(cfg, PANOPTIC_VAL)
     assert isinstance(evaluators, DatasetEvaluators)
     assert [type(e).__name__ for e in evaluators._evaluators] == [
-        "SemSegEvaluator", "PanopticQualityEvaluator", "InstanceSegEvaluator"]
+        "CheckedSemSegEvaluator", "PanopticQualityEvaluator", "InstanceSegEvaluator"]
 
 
 @pytest.mark.parametrize("opts, dataset, tasks", [

@@ -69,14 +69,15 @@ def test_test_time_augmentation_of_a_panoptic_config(tmp_path):
         "--eval-only", "MODEL.WEIGHTS", str(weights), "OUTPUT_DIR", str(output),
         "DATASETS.TEST", f"('{VAL_SUBSET}',)", "DATALOADER.NUM_WORKERS", "0",
         "TEST.AUG.ENABLED", "True", "TEST.AUG.MIN_SIZES", "(96, 128)", "TEST.AUG.MAX_SIZE", "256"))
-    assert set(results) == {"sem_seg", "panoptic_seg", "sem_seg_TTA"}
+    assert set(results) == {"sem_seg", "panoptic_seg", "segm", "sem_seg_TTA"}
     assert set(results["sem_seg_TTA"]) == set(results["sem_seg"])
     assert (output / "inference_TTA" / "sem_seg_predictions.json").is_file()
     final = [line for line in (output / "log.txt").read_text().splitlines() if "Final results" in line]
     assert len(final) == 1
     assert final[0].endswith(
         f"Final results on {VAL_SUBSET}: mIoU {results['sem_seg']['mIoU']:.2f}, "
-        f"PQ {results['panoptic_seg']['PQ']:.2f}, mIoU with test-time augmentation "
+        f"PQ {results['panoptic_seg']['PQ']:.2f}, AP {results['segm']['AP']:.2f}, "
+        "mIoU with test-time augmentation "
         f"{results['sem_seg_TTA']['mIoU']:.2f}")
 
 
@@ -133,6 +134,6 @@ def test_training_on_a_gpu_returns_the_evaluation_results(tmp_path):
         "OUTPUT_DIR", str(tmp_path), "MODEL.DEVICE", "cuda", "SOLVER.MAX_ITER", "3",
         "SOLVER.IMS_PER_BATCH", "4", "DATASETS.TEST", f"('{VAL_SUBSET}',)",
         "DATALOADER.NUM_WORKERS", "0"))
-    assert set(results) == {"sem_seg", "panoptic_seg"}
+    assert set(results) == {"sem_seg", "panoptic_seg", "segm"}
     assert 0 <= results["sem_seg"]["mIoU"] <= 100
     assert (tmp_path / "model_final.pth").is_file()

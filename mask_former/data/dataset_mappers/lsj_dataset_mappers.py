@@ -63,7 +63,7 @@ class _LSJDatasetMapper(TrainingDatasetMapper):
 
     @classmethod
     def from_config(cls, cfg, is_train: bool = True):
-        classes = train_metadata(cfg).get(cls.classes_key)
+        classes = train_metadata(cfg, needs_ignore_label=False).get(cls.classes_key)
         return {
             "is_train": is_train,
             "augmentations": build_lsj_augmentations(cfg),

@@ -117,7 +117,7 @@ class MaskFormerInstanceDatasetMapper(TrainingDatasetMapper):
         if cfg.INPUT.COLOR_AUG_SSD:
             augs.append(ColorAugSSDTransform(img_format=cfg.INPUT.FORMAT))
         augs.append(T.RandomFlip())
-        classes = train_metadata(cfg).get(cls.classes_key)
+        classes = train_metadata(cfg, needs_ignore_label=False).get(cls.classes_key)
         return {
             "is_train": is_train,
             "augmentations": augs,

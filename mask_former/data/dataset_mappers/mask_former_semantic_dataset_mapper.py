@@ -60,14 +60,18 @@ def build_semantic_augmentations(cfg, ignore_label: int) -> List[T.Augmentation]
     return augs
 
 
-def train_metadata(cfg):
-    """Metadata of the first training dataset, which the mappers assume all training sets share."""
+def train_metadata(cfg, needs_ignore_label: bool = True):
+    """Metadata of the first training dataset, which the mappers assume all training sets share.
+
+    The semantic and panoptic mappers fill unlabelled pixels with its ignore_label; the instance
+    mappers do not need one (COCO's instance registrations have none).
+    """
     if not cfg.DATASETS.TRAIN:
         raise ValueError("cfg.DATASETS.TRAIN is empty; the dataset mappers read the ignore label "
                          "and classes from the first training dataset's metadata")
     name = cfg.DATASETS.TRAIN[0]
     metadata = MetadataCatalog.get(name)
-    if metadata.get("ignore_label", None) is None:
+    if needs_ignore_label and metadata.get("ignore_label", None) is None:
         require_registered(name, "DATASETS.TRAIN")  # the likelier cause
         raise DatasetConfigError(f"Dataset {name!r} (DATASETS.TRAIN) has no ignore_label in its "
                                  "metadata, which the mappers need")
