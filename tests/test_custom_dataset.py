@@ -266,6 +266,10 @@ def test_check_dataset_lists_every_problem_at_once(tmp_path, capsys):
     assert lines[5].startswith("custom_sem_seg_train: 3 entries, 5 problems in 5 files (")
     assert lines[6].startswith("custom_sem_seg_val: 2 entries, 0 problems in 0 files (")
     assert len(lines) == 7
+    # loading (train_net) stops at the first pairing problem, in one line
+    with pytest.raises(DataError, match=r"rename or remove one \(2 more unpaired files; "
+                                        r"tools/check_dataset.py lists them\)$"):
+        DatasetCatalog.get("custom_sem_seg_train")
 
 
 # ---------------------------------------------------------------- train_net and the demo
@@ -294,7 +298,7 @@ def assert_miou_per_class(results):
     assert {f"IoU-{name}" for name in CLASSES} <= set(metrics)
 
 
-@pytest.mark.parametrize("config", [MASKFORMER, pytest.param(MASK2FORMER, marks=pytest.mark.slow)])
+@pytest.mark.parametrize("config", [MASKFORMER, MASK2FORMER])
 def test_train_net_trains_and_reports_miou_on_the_val_split(tmp_path, config):
     root = write_custom_root(tmp_path / "data")
     output = tmp_path / "run"

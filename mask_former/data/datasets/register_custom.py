@@ -42,8 +42,6 @@ IGNORE_LABEL = 255
 # file or override gave from a default, so "take the number from classes.txt" is this sentinel,
 # which no real config has; any other number is taken as the user's and must match classes.txt.
 NUM_CLASSES_FROM_CLASSES_FILE = -1
-# At most one unpaired file is quoted when a split fails to load; tools/check_dataset.py lists all.
-_NOT_PAIRED = "tools/check_dataset.py lists every problem"
 
 
 def pair_files(image_dir: str, label_dir: str) -> Tuple[List[Dict], List[Problem]]:
@@ -92,8 +90,9 @@ def load_custom_split(image_dir: str, label_dir: str) -> List[Dict]:
     """The dataset dicts of one split; raises DataError, naming the first file without its
     partner and how many more there are, unless every image has its label map and vice versa."""
     dataset_dicts, problems = pair_files(image_dir, label_dir)
-    if problems:
-        more = f" ({len(problems) - 1} more unpaired files; {_NOT_PAIRED})" if len(problems) > 1 else ""
+    if problems:  # the first is quoted: the error is one line; check_dataset.py lists them all
+        more = (f" ({len(problems) - 1} more unpaired files; tools/check_dataset.py lists them)"
+                if len(problems) > 1 else "")
         raise DataError(f"{problems[0]}{more}", path=problems[0].path, problem=problems[0].problem)
     if not dataset_dicts:
         raise DataError(f"{image_dir} has no images ({', '.join(IMAGE_EXTENSIONS)}) with label "
