@@ -18,6 +18,7 @@ from detectron2.config import CfgNode as CN
 from detectron2.config import get_cfg
 from detectron2.projects.deeplab import add_deeplab_config
 
+from .data.datasets.register_custom import apply_custom_root
 from .errors import ConfigError
 
 logger = logging.getLogger(__name__)
@@ -49,6 +50,12 @@ def add_mask_former_config(cfg: CN) -> None:
     cfg.INPUT.IMAGE_SIZE = 1024
     cfg.INPUT.MIN_SCALE = 0.1
     cfg.INPUT.MAX_SCALE = 2.0
+    # A semantic-segmentation dataset folder in the layout of docs/custom_datasets.md
+    # (classes.txt, images/{train,val}, labels/{train,val}, optional colors.txt). When set,
+    # load_config registers it as custom_sem_seg_{train,val} and takes
+    # MODEL.SEM_SEG_HEAD.NUM_CLASSES from classes.txt (see register_custom.apply_custom_root).
+    # Not an official key.
+    cfg.DATASETS.CUSTOM_ROOT = ""
 
     # ---- solver
     cfg.SOLVER.WEIGHT_DECAY_EMBED = 0.0
@@ -208,8 +215,12 @@ def load_config(config_file: str, opts: Sequence[str] = ()) -> CN:
     """A MaskFormer config: the defaults, then `config_file` (with its _BASE_ files), then `opts`
     (KEY VALUE pairs, as on a command line). Not frozen.
 
+    With DATASETS.CUSTOM_ROOT set, registers that dataset folder and takes NUM_CLASSES from its
+    classes.txt (`register_custom.apply_custom_root`), so that every entry point sees it.
+
     Raises ConfigError, naming the file or key and what was expected, for a missing file, one
-    that is not YAML or not a mapping of config keys, an unknown key and a value of the wrong type.
+    that is not YAML or not a mapping of config keys, an unknown key and a value of the wrong type;
+    ConfigError or MetadataFileError for a DATASETS.CUSTOM_ROOT that cannot be used.
     """
     path = resolve_config_file(config_file)
     cfg = default_config()
@@ -228,6 +239,7 @@ def load_config(config_file: str, opts: Sequence[str] = ()) -> CN:
         cfg.merge_from_list(list(opts))
     except (KeyError, ValueError, AssertionError) as error:
         raise ConfigError(_describe_merge_error(cfg, "config overrides", error)) from None
+    apply_custom_root(cfg)
     return cfg
 
 

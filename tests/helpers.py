@@ -44,7 +44,8 @@ def temporary_names(*names):
         for name in names:
             if name in DatasetCatalog:
                 DatasetCatalog.remove(name)
-            MetadataCatalog.remove(name)
+            if name in MetadataCatalog:
+                MetadataCatalog.remove(name)
 
 
 @contextlib.contextmanager

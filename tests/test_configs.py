@@ -27,8 +27,14 @@ def _id(path: Path) -> str:
     return path.relative_to(CONFIGS_DIR).as_posix()
 
 
+# configs/custom/ take their classes from the dataset folder of DATASETS.CUSTOM_ROOT: a 3-class one.
+CUSTOM_ROOT = Path(__file__).resolve().parent / "data" / "custom_root"
+
+
 def load(relative_path) -> CfgNode:
-    return load_config(str(CONFIGS_DIR / relative_path))
+    path = CONFIGS_DIR / relative_path
+    custom = path.parent.name == "custom"
+    return load_config(str(path), ["DATASETS.CUSTOM_ROOT", str(CUSTOM_ROOT)] if custom else [])
 
 
 def test_every_dataset_has_configs():
@@ -56,6 +62,7 @@ def test_every_dataset_has_configs():
         "mapillary-vistas-panoptic/mask2former_R50.yaml",
         "mapillary-vistas-panoptic/mask2former_swin_large.yaml",
         "camvid/mask2former_R50.yaml",
+        "custom/maskformer_R50.yaml", "custom/mask2former_R50.yaml",
     ] + [f"{dataset}/mask2former_{model}.yaml"
          for dataset in ("ade20k", "coco-panoptic", "coco-instance")
          for model in ("R50", "swin_tiny", "swin_small", "swin_base", "swin_base_IN1k", "swin_large")]

@@ -5,6 +5,8 @@ COCO-Stuff-10K, Mapillary Vistas (semantic and panoptic), CamVid and the embedde
 ADE20K-150 semantic (`ade20k_sem_seg_{train,val}`), COCO instances and panoptic, and Cityscapes
 (semantic, instance, panoptic) are detectron2's own built-ins. datasets/README.md gives the layouts
 under $DETECTRON2_DATASETS.
+A dataset folder of your own (register_custom.py, docs/custom_datasets.md) is registered by
+load_config when the config sets DATASETS.CUSTOM_ROOT, not on import.
 """
 from . import (  # noqa: F401
     register_ade20k_full,
