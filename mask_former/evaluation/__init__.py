@@ -1,6 +1,6 @@
 """Evaluation that detectron2 does not provide as MaskFormer needs it: panoptic quality without
-panopticapi, mask AP of models whose classes span things and stuff, and detectron2's semantic
-metrics on checked ground truth."""
+panopticapi, mask AP of models whose classes span things and stuff, detectron2's semantic
+metrics on checked ground truth, and the panoptic quality of a semantic segmentation."""
 from .instance_evaluation import InstanceSegEvaluator
 from .panoptic_evaluation import (
     CategoryStats,
@@ -11,6 +11,12 @@ from .panoptic_evaluation import (
     panoptic_quality,
 )
 from .sem_seg_evaluation import CheckedSemSegEvaluator
+from .semantic_pq_evaluation import (
+    SemanticPQCounts,
+    SemanticPQEvaluator,
+    image_semantic_pq_counts,
+    semantic_panoptic_quality,
+)
 
 __all__ = [
     "CategoryStats",
@@ -18,7 +24,11 @@ __all__ = [
     "InstanceSegEvaluator",
     "PanopticQualityEvaluator",
     "PanopticQualityStats",
+    "SemanticPQCounts",
+    "SemanticPQEvaluator",
     "categories_from_metadata",
     "image_panoptic_stats",
+    "image_semantic_pq_counts",
     "panoptic_quality",
+    "semantic_panoptic_quality",
 ]
