@@ -1,6 +1,7 @@
 """Small helpers shared by the tests."""
 import contextlib
 import importlib.util
+import re
 import sys
 from pathlib import Path
 from typing import Dict, List
@@ -106,3 +107,11 @@ def load_script(path: Path, name: str):
     sys.modules[name] = module
     spec.loader.exec_module(module)
     return module
+
+
+def doc_block(doc: Path, marker: str, language: str) -> str:
+    """The first ```language block after `<!-- marker -->` in the Markdown file `doc`."""
+    found = re.search(rf"<!-- {re.escape(marker)} -->\s*```{language}\n(.*?)```", doc.read_text(),
+                      re.DOTALL)
+    assert found, f"no {language} block after <!-- {marker} --> in {doc}"
+    return found.group(1)

@@ -18,7 +18,7 @@ from detectron2.modeling import build_model
 from PIL import Image
 
 from conftest import REPO_ROOT
-from helpers import import_script, load_script, temporary_names
+from helpers import doc_block, import_script, load_script, temporary_names
 from mask_former.config import load_config
 from mask_former.data import build_train_loader
 from mask_former.data.datasets.register_custom import CUSTOM_DATASETS
@@ -344,18 +344,10 @@ def test_demo_names_and_colours_classes_from_the_folder(tmp_path, capsys):
 # ---------------------------------------------------------------- COCO format (the doc's snippets)
 
 
-def doc_block(marker: str, language: str) -> str:
-    """The first ```language block after `<!-- marker -->` in docs/custom_datasets.md."""
-    text = DOC.read_text()
-    found = re.search(rf"<!-- {re.escape(marker)} -->\s*```{language}\n(.*?)```", text, re.DOTALL)
-    assert found, f"no {language} block after <!-- {marker} --> in {DOC}"
-    return found.group(1)
-
-
 def doc_command_args(name: str):
     """The arguments the doc's command for `name` passes to the script (after its name), with
     the config file made absolute: the doc runs them in the repository root, the test elsewhere."""
-    words = shlex.split(doc_block(f"command: {name}", "bash").replace("\\\n", " "))
+    words = shlex.split(doc_block(DOC, f"command: {name}", "bash").replace("\\\n", " "))
     assert words[:2] == ["python", f"train_my_{name.removeprefix('coco-')}.py"], words
     args = words[2:]
     config = args.index("--config-file") + 1
@@ -365,7 +357,7 @@ def doc_command_args(name: str):
 
 def run_snippet(name: str) -> None:
     """Runs the doc's script for `name` as an import (its train_net.cli() is for __main__)."""
-    code = doc_block(f"snippet: {name}", "python")
+    code = doc_block(DOC, f"snippet: {name}", "python")
     exec(compile(code, f"{DOC} ({name})", "exec"), {"__name__": f"train_my_{name}"})
 
 
