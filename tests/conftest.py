@@ -19,16 +19,26 @@ def shared_path(*parts: str) -> Path:
     return path
 
 
+def pytest_addoption(parser):
+    parser.addoption("--run-slow", action="store_true",
+                     help="also run the tests marked slow (minutes each on 2 CPU cores)")
+
+
 def pytest_collection_modifyitems(config, items):
-    """Skips `gpu` tests without CUDA and `needs_shared` tests without ../shared, saying why; under
-    CI a missing ../shared fails the run, so that the parity tests never skip silently there."""
+    """Skips `slow` tests unless --run-slow is given, `gpu` tests without CUDA and `needs_shared`
+    tests without ../shared, saying why; under CI a missing ../shared fails the run, so that the
+    parity tests never skip silently there."""
     shared_missing = not SHARED.is_dir()
     if shared_missing and os.environ.get("CI") and any("needs_shared" in i.keywords for i in items):
         raise pytest.UsageError(f"{SHARED} is missing; CI runs with ../shared beside the checkout "
                                 "(set MASK_FORMER_SHARED to its path)")
     no_gpu = pytest.mark.skip(reason="needs a CUDA GPU")
     no_shared = pytest.mark.skip(reason=f"needs {SHARED} (set MASK_FORMER_SHARED to the shared folder)")
+    not_slow = pytest.mark.skip(reason="slow: run with --run-slow (bash tools/run_tests.sh --run-slow)")
+    run_slow = config.getoption("--run-slow")
     for item in items:
+        if "slow" in item.keywords and not run_slow:
+            item.add_marker(not_slow)
         if "gpu" in item.keywords and not torch.cuda.is_available():
             item.add_marker(no_gpu)
         if "needs_shared" in item.keywords and shared_missing:

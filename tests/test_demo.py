@@ -402,7 +402,7 @@ def test_quickstart_model_is_the_default(tmp_path, capsys, monkeypatch, weights)
     assert status == 0 and "Using the quick-start model" in err
 
 
-@pytest.mark.parametrize("parallel", [False, pytest.param(True, marks=pytest.mark.slow)],
+@pytest.mark.parametrize("parallel", [False, True],
                          ids=["in_process", "parallel"])
 def test_backbone_only_checkpoint_is_refused(tmp_path, capsys, parallel):
     checkpoint = tmp_path / "R-50.pth"

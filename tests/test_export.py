@@ -70,8 +70,7 @@ def build_tiny(name: str):
     return cfg, model
 
 
-# The Swin-T layout's trace and export take 10-25 s on 2 shared cores.
-@pytest.fixture(scope="module", params=["r50", pytest.param("swin_t", marks=pytest.mark.slow)])
+@pytest.fixture(scope="module", params=["r50", "swin_t"])
 def tiny(request):
     cfg, model = build_tiny(request.param)
     return request.param, cfg, model, ExportableMaskFormer.from_model(model)

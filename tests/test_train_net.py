@@ -97,7 +97,7 @@ def test_test_time_augmentation_without_semantic_metrics_is_refused(tmp_path):
 TWO_GPUS = pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs 2 CUDA GPUs")
 
 
-@pytest.mark.parametrize("device", [pytest.param("cpu", marks=pytest.mark.slow),
+@pytest.mark.parametrize("device", ["cpu",
                                     pytest.param("cuda", marks=[pytest.mark.gpu, TWO_GPUS])])
 def test_only_rank_0_writes_to_stdout_and_log_txt(tmp_path, device):
     """2 workers (CPU: Gloo; GPU: NCCL, DDP with device_ids) train 2 steps from a partial

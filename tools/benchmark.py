@@ -29,17 +29,13 @@ import time
 from typing import Dict, List
 
 import torch
+from detectron2.modeling import build_model
+from detectron2.structures import Instances
 
-# Appended, not prepended: PYTHONPATH can point at another copy of mask_former to compare.
-sys.path.append(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from detectron2.modeling import build_model  # noqa: E402
-from detectron2.structures import Instances  # noqa: E402
-
-from mask_former.config import cpu_fallback, load_config  # noqa: E402
-from mask_former.engine import accelerate, fused_optimizer, pin_batch, pin_batches  # noqa: E402
-from mask_former.errors import UserError  # noqa: E402
-from mask_former.solver import build_optimizer  # noqa: E402
+from mask_former.config import cpu_fallback, load_config
+from mask_former.engine import accelerate, fused_optimizer, pin_batch, pin_batches
+from mask_former.errors import UserError
+from mask_former.solver import build_optimizer
 
 CASES = ("train_synthetic", "train_loader", "infer_b1", "infer_batched")
 CONFIG_KEY = re.compile(r"^[A-Z][A-Z0-9_]*(\.[A-Z0-9_]+)+$")

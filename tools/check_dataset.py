@@ -20,20 +20,16 @@ read from $DETECTRON2_DATASETS, as in training. train_net.py runs the same check
 import argparse
 import sys
 import time
-from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-if str(REPO_ROOT) not in sys.path:  # runnable without `pip install -e .`
-    sys.path.insert(0, str(REPO_ROOT))
 
-from detectron2.data import DatasetCatalog, MetadataCatalog  # noqa: E402
+from detectron2.data import DatasetCatalog, MetadataCatalog
 
-import mask_former.data.datasets  # noqa: E402,F401  (registers the datasets)
-from mask_former.config import load_config  # noqa: E402
-from mask_former.data.dataset_check import Problem, require_registered, scan_dataset  # noqa: E402
-from mask_former.data.datasets.register_custom import CUSTOM_DATASETS, pair_files  # noqa: E402
-from mask_former.errors import UserError  # noqa: E402
+import mask_former.data.datasets  # noqa: F401  (registers the datasets)
+from mask_former.config import load_config
+from mask_former.data.dataset_check import Problem, require_registered, scan_dataset
+from mask_former.data.datasets.register_custom import CUSTOM_DATASETS, pair_files
+from mask_former.errors import UserError
 
 
 def get_parser() -> argparse.ArgumentParser:

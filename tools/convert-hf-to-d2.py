@@ -20,12 +20,9 @@ import sys
 from pathlib import Path
 from typing import List, Optional
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-if str(REPO_ROOT) not in sys.path:  # runnable without `pip install -e .`
-    sys.path.insert(0, str(REPO_ROOT))
 
-from mask_former.errors import UserError  # noqa: E402
-from mask_former.hf_conversion import convert_hf_checkpoint  # noqa: E402
+from mask_former.errors import UserError
+from mask_former.hf_conversion import convert_hf_checkpoint
 
 logger = logging.getLogger("mask_former_convert_hf")
 

@@ -8,16 +8,12 @@ changes the container; the classification head is dropped when the model loads (
 counterpart, and detectron2 reports it as unused).
 """
 import sys
-from pathlib import Path
 from typing import Dict
 
 import numpy as np
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-if str(REPO_ROOT) not in sys.path:  # runnable without `pip install -e .`
-    sys.path.insert(0, str(REPO_ROOT))
 
-from mask_former.checkpoint_conversion import (  # noqa: E402
+from mask_former.checkpoint_conversion import (
     converter_main, read_state_dict, to_numpy,
 )
 

@@ -20,28 +20,24 @@ import json
 import math
 import os
 import sys
-from pathlib import Path
 from typing import Dict, List, Optional
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-if str(REPO_ROOT) not in sys.path:  # runnable without `pip install -e .`
-    sys.path.insert(0, str(REPO_ROOT))
 
-from detectron2.data import MetadataCatalog  # noqa: E402
-from detectron2.evaluation import DatasetEvaluators, inference_on_dataset  # noqa: E402
-from detectron2.modeling import build_model  # noqa: E402
-from detectron2.utils.file_io import PathManager  # noqa: E402
-from detectron2.utils.logger import setup_logger  # noqa: E402
-from tabulate import tabulate  # noqa: E402
+from detectron2.data import MetadataCatalog
+from detectron2.evaluation import DatasetEvaluators, inference_on_dataset
+from detectron2.modeling import build_model
+from detectron2.utils.file_io import PathManager
+from detectron2.utils.logger import setup_logger
+from tabulate import tabulate
 
 # Importing mask_former registers its components and datasets.
-from mask_former.config import cpu_fallback, load_config  # noqa: E402
-from mask_former.data import build_test_loader  # noqa: E402
-from mask_former.data.dataset_check import check_datasets_registered_and_loadable  # noqa: E402
-from mask_former.engine import accelerate  # noqa: E402
-from mask_former.errors import ConfigError, UserError  # noqa: E402
-from mask_former.evaluation import CheckedSemSegEvaluator, SemanticPQEvaluator  # noqa: E402
-from mask_former.weights import MaskFormerCheckpointer, check_weights  # noqa: E402
+from mask_former.config import cpu_fallback, load_config
+from mask_former.data import build_test_loader
+from mask_former.data.dataset_check import check_datasets_registered_and_loadable
+from mask_former.engine import accelerate
+from mask_former.errors import ConfigError, UserError
+from mask_former.evaluation import CheckedSemSegEvaluator, SemanticPQEvaluator
+from mask_former.weights import MaskFormerCheckpointer, check_weights
 
 PROG = "evaluate_pq_for_semantic_segmentation.py"
 RESULTS_FILE = "semantic_pq_results.json"
