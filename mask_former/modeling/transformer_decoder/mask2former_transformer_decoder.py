@@ -172,7 +172,6 @@ class MultiScaleMaskedTransformerDecoder(nn.Module):
                 FFNLayer(hidden_dim, dim_feedforward, normalize_before=pre_norm))
         self.decoder_norm = nn.LayerNorm(hidden_dim)
 
-        self.num_queries = num_queries
         self.query_feat = nn.Embedding(num_queries, hidden_dim)  # learnable query features
         self.query_embed = nn.Embedding(num_queries, hidden_dim)  # learnable query positions
         self.level_embed = nn.Embedding(NUM_FEATURE_LEVELS, hidden_dim)

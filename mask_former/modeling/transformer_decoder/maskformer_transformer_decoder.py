@@ -73,7 +73,6 @@ class TransformerPredictor(nn.Module):
             normalize_before=pre_norm,
             return_intermediate_dec=deep_supervision,
         )
-        self.num_queries = num_queries
         self.query_embed = nn.Embedding(num_queries, hidden_dim)
         if in_channels != hidden_dim or enforce_input_project:
             self.input_proj = Conv2d(in_channels, hidden_dim, kernel_size=1)
