@@ -4,7 +4,7 @@ import importlib.util
 import re
 import sys
 from pathlib import Path
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 import numpy as np
 import torch
@@ -87,17 +87,11 @@ def truncate(path: str) -> None:
     Path(path).write_bytes(data[:len(data) // 2])
 
 
-def import_script(path: Path):
-    """A script of the repository (tools/, datasets/: not packages) as a module."""
-    spec = importlib.util.spec_from_file_location(path.stem, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def load_script(path: Path, name: str):
-    """Imports the script at `path` as module `name`, with its directory on sys.path first, as
-    `python path` runs it (demo/demo.py imports its neighbour predictor.py); imported once."""
+def load_script(path: Path, name: Optional[str] = None):
+    """Imports a script of the repository (tools/, datasets/, demo/: not packages) as module `name`
+    (default: its file's stem), with its directory on sys.path first, as `python path` runs it
+    (demo/demo.py imports its neighbour predictor.py); imported once."""
+    name = name or path.stem
     if name in sys.modules:
         return sys.modules[name]
     if str(path.parent) not in sys.path:

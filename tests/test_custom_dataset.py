@@ -18,7 +18,7 @@ from detectron2.modeling import build_model
 from PIL import Image
 
 from conftest import REPO_ROOT
-from helpers import doc_block, import_script, load_script, temporary_names
+from helpers import doc_block, load_script, temporary_names
 from mask_former.config import load_config
 from mask_former.data import build_train_loader
 from mask_former.data.datasets.register_custom import CUSTOM_DATASETS
@@ -248,7 +248,7 @@ def test_check_dataset_lists_every_problem_at_once(tmp_path, capsys):
     beyond = label_map(1)
     beyond[10, 10:13] = [3, 7, 254]  # beyond classes.txt; 255 (the top rows) is fine
     Image.fromarray(beyond).save(train_labels / "train_1.png")
-    check_tool = import_script(REPO_ROOT / "tools" / "check_dataset.py")
+    check_tool = load_script(REPO_ROOT / "tools" / "check_dataset.py")
     status = check_tool.main(["--config-file", MASKFORMER, "DATASETS.CUSTOM_ROOT", str(root),
                               "--no-progress", "--workers", "1"])
     lines = capsys.readouterr().out.splitlines()

@@ -11,7 +11,7 @@ import pytest
 from detectron2.config import get_cfg
 
 from conftest import REPO_ROOT, shared_path
-from helpers import import_script, registered_dataset, save_png, truncate, write_semantic_dataset
+from helpers import load_script, registered_dataset, save_png, truncate, write_semantic_dataset
 from mask_former import add_mask_former_config
 from mask_former.data import dataset_check
 from mask_former.data.dataset_check import (
@@ -257,7 +257,7 @@ def test_scan_of_camvid_val_finds_nothing(monkeypatch):
 
 @pytest.fixture(scope="module")
 def check_tool():
-    return import_script(REPO_ROOT / "tools" / "check_dataset.py")
+    return load_script(REPO_ROOT / "tools" / "check_dataset.py")
 
 
 def test_check_dataset_tool_prints_every_problem_and_exits_1(tmp_path, check_tool, capsys):

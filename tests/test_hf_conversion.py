@@ -1,7 +1,6 @@
 """tools/convert-hf-to-d2.py on tiny random transformers MaskFormers (ResNet and Swin backbones),
 built from transformers' own config classes and saved with save_pretrained: the converted model
 gives transformers' class and mask logits, and the demo runs it with its class names."""
-import importlib.util
 import json
 
 import numpy as np
@@ -10,7 +9,7 @@ import torch
 from detectron2.modeling import build_model
 
 from conftest import REPO_ROOT
-from helpers import relative_error
+from helpers import load_script, relative_error
 from mask_former.config import load_config
 
 transformers = pytest.importorskip("transformers")
@@ -19,14 +18,7 @@ CLASS_NAMES = ["road", "sky", "tree", "car", "person"]
 MEAN, STD = [0.5, 0.4, 0.3], [0.2, 0.25, 0.3]
 
 
-def _load(path, name):
-    spec = importlib.util.spec_from_file_location(name, REPO_ROOT / path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-convert_tool = _load("tools/convert-hf-to-d2.py", "convert_hf_to_d2")
+convert_tool = load_script(REPO_ROOT / "tools/convert-hf-to-d2.py", "convert_hf_to_d2")
 
 
 def backbone_config(kind):
@@ -103,7 +95,7 @@ def test_demo_runs_the_converted_model_with_its_class_names(converted, tmp_path,
     import cv2
 
     _, _, out_dir = converted
-    demo = _load("demo/demo.py", "maskformer_demo_hf")
+    demo = load_script(REPO_ROOT / "demo/demo.py", "maskformer_demo")
     source = tmp_path / "photo.png"
     cv2.imwrite(str(source), np.random.default_rng(0).integers(0, 256, (48, 80, 3), dtype=np.uint8))
     status = demo.main(["--config-file", str(out_dir / "config.yaml"), "--input", str(source),

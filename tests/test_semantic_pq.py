@@ -13,7 +13,7 @@ import torch
 from detectron2.data import DatasetCatalog, MetadataCatalog
 
 from conftest import REPO_ROOT
-from helpers import import_script, registered_dataset, save_png, write_semantic_dataset
+from helpers import load_script, registered_dataset, save_png, write_semantic_dataset
 from mask_former.data.dataset_check import DatasetConfigError
 from mask_former.data.io import DataError
 from mask_former.evaluation import (SemanticPQEvaluator, image_panoptic_stats,
@@ -273,7 +273,7 @@ if VAL_SUBSET not in DatasetCatalog.list():
     _metadata.pop("name")
     MetadataCatalog.get(VAL_SUBSET).set(**_metadata)
 
-tool = import_script(TOOL)
+tool = load_script(TOOL)
 
 
 def tool_argv(weights, output_dir, *extra):
