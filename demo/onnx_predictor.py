@@ -39,8 +39,6 @@ class OnnxPredictor:
                     f"{value!r}; pass the config it was exported from (--config-file)")
         self.run = onnx_runner(path)
         self.path = path
-        # A fixed-size export (Mask2Former's) takes one (H, W) only.
-        self.fixed_size = exported.get("fixed_size")
         self.input_format = cfg.INPUT.FORMAT
         self.aug = T.ResizeShortestEdge([cfg.INPUT.MIN_SIZE_TEST] * 2, cfg.INPUT.MAX_SIZE_TEST)
         test = cfg.MODEL.MASK_FORMER.TEST
@@ -64,11 +62,6 @@ class OnnxPredictor:
         image = original_image[:, :, ::-1] if self.input_format == "RGB" else original_image
         image = self.aug.get_transform(image).apply_image(image)
         resized = image.shape[:2]
-        if self.fixed_size is not None and f"{resized[0]}x{resized[1]}" != self.fixed_size:
-            raise ExportError(
-                f"{self.path} takes {self.fixed_size} images only (Mask2Former exports at one "
-                f"size); this image is {resized[0]}x{resized[1]} after INPUT.MIN_SIZE_TEST's "
-                "resize: export again with --sample-size at that size")
         batch = np.ascontiguousarray(image.astype(np.float32).transpose(2, 0, 1)[None])
         pred_logits, pred_masks, sem_seg = (torch.from_numpy(t) for t in self.run(batch))
         result = {"sem_seg": crop_and_resize(sem_seg[0], resized, height, width)}

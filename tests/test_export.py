@@ -1,6 +1,7 @@
 """ONNX and TorchScript export (mask_former/export, tools/export_model.py) of tiny MaskFormers with
-the R50 and Swin-T layouts: the exported graph is the eager model's inference, and onnxruntime
-(or torch.jit.load) gives PyTorch's numbers at sizes other than the traced one."""
+the R50 and Swin-T layouts and of tiny Mask2Formers: the exported graph is the eager model's
+inference, and onnxruntime (or torch.jit.load) gives PyTorch's numbers at sizes other than the
+traced one."""
 import importlib.util
 
 import pytest
@@ -9,7 +10,7 @@ from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.modeling import build_model
 
 from conftest import REPO_ROOT
-from tiny_models import tiny_config
+from tiny_models import tiny_config, tiny_mask2former_config
 from mask_former.export import (
     EXPORTERS,
     OUTPUT_NAMES,
@@ -19,7 +20,6 @@ from mask_former.export import (
     check_export,
     check_sizes,
     export_metadata,
-    fixed_input_size,
     read_export_metadata,
 )
 
@@ -209,12 +209,8 @@ def test_export_tool_refuses_in_one_line(tmp_path, r50_files, caplog, args, mess
 
 # ------------------------------------------------------------------ Mask2Former
 
-@pytest.mark.needs_shared
-@pytest.mark.parametrize("export_format", ["onnx", "torchscript"])
-def test_mask2former_export_matches_pytorch(tmp_path, export_format):
-    """The official tiny Mask2Former of the reference fixture: its deformable attention
-    (grid_sample) and masked attention export and give PyTorch's numbers, at the size they were
-    exported at (the level sizes are traced as constants: `fixed_input_size`)."""
+def official_tiny_mask2former():
+    """The official tiny Mask2Former of the reference fixture (trained weights, R50 layout)."""
     from conftest import shared_path
     from helpers import config_from_yaml
 
@@ -223,12 +219,39 @@ def test_mask2former_export_matches_pytorch(tmp_path, export_format):
     cfg.MODEL.DEVICE = "cpu"
     model = build_model(cfg).eval()
     model.load_state_dict(reference["state_dict"], strict=True)
+    return cfg, model
+
+
+@pytest.mark.needs_shared
+@pytest.mark.parametrize("export_format", ["onnx", "torchscript"])
+def test_mask2former_export_matches_pytorch_at_two_sizes(tmp_path, export_format):
+    """Its deformable attention (grid_sample over maps split by the levels' sizes) and masked
+    attention export with those sizes as graph operations: one file gives PyTorch's numbers at
+    the traced size and at one whose levels are all of other sizes."""
+    cfg, model = official_tiny_mask2former()
     module = ExportableMaskFormer.from_model(model)
     path = str(tmp_path / f"m2f.{export_format}")
-    assert fixed_input_size(model)
-    metadata = export_metadata(cfg, fixed_size=TRACE_SIZE)
-    EXPORTERS[export_format](module, random_image(*TRACE_SIZE), path, metadata)
-    assert read_export_metadata(path, export_format)["fixed_size"] == "x".join(map(str, TRACE_SIZE))
-    results = check_export(module, RUNNERS[export_format](path), [TRACE_SIZE])
+    EXPORTERS[export_format](module, random_image(*TRACE_SIZE), path, export_metadata(cfg))
+    assert read_export_metadata(path, export_format) == export_metadata(cfg)
+    sizes = check_sizes(TRACE_SIZE, module.size_divisibility)
+    assert sizes == [(83, 101), (132, 72)]  # padded to 96 x 128 and 160 x 96
+    results = check_export(module, RUNNERS[export_format](path), sizes)
+    for size, errors in results.items():
+        assert max(errors.values()) < TOLERANCE, (size, errors)
+
+
+# The dynamo exporter's shape reasoning takes about a minute for this head on 2 shared cores.
+@pytest.mark.slow
+def test_dynamo_onnx_export_of_mask2former_matches_pytorch_at_two_sizes(tmp_path):
+    """tiny_mask2former_config (untrained), one decoder layer per level, through torch.export
+    with symbolic sizes."""
+    pytest.importorskip("onnxscript")
+    torch.manual_seed(0)
+    cfg = tiny_mask2former_config()
+    cfg.MODEL.MASK_FORMER.DEC_LAYERS = 3
+    module = ExportableMaskFormer.from_model(build_model(cfg))
+    path = str(tmp_path / "m2f_dynamo.onnx")
+    EXPORTERS["onnx"](module, random_image(*TRACE_SIZE), path, export_metadata(cfg), dynamo=True)
+    results = check_export(module, RUNNERS["onnx"](path), check_sizes(TRACE_SIZE, 32))
     for size, errors in results.items():
         assert max(errors.values()) < TOLERANCE, (size, errors)

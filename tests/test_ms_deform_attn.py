@@ -157,3 +157,39 @@ def test_fast_path_matches_pure_path_on_gpu():
         results.append((out, *grads))
     for name, pure, fast in zip(("output", "d value", "d locations", "d weights"), *results):
         assert relative_error(fast, pure) < 1e-5, name
+
+
+def test_a_trace_follows_the_levels_sizes():
+    """Level sizes read from the maps' shapes, as the pixel decoder passes them, stay operations
+    of a torch.jit.trace (what both exporters start from): a trace at one size gives the eager
+    results at another."""
+    from mask_former.modeling.pixel_decoder.msdeformattn import MSDeformAttnTransformerEncoder
+
+    class Attend(torch.nn.Module):
+        """Two maps through MSDeformAttn, as the encoder does."""
+
+        def __init__(self):
+            super().__init__()
+            self.attn = MSDeformAttn(d_model=8, n_levels=2, n_heads=2, n_points=2)
+
+        def forward(self, fine, coarse):
+            shapes = [tuple(m.shape[-2:]) for m in (fine, coarse)]
+            starts = [0, shapes[0][0] * shapes[0][1]]
+            flat = torch.cat([m.flatten(2).transpose(1, 2) for m in (fine, coarse)], 1)
+            reference = MSDeformAttnTransformerEncoder.reference_points(shapes, flat.device)
+            return self.attn(flat, reference, flat, shapes, starts)
+
+    torch.manual_seed(0)
+    module = Attend().eval()
+    with torch.no_grad():  # points and weights that depend on the query
+        module.attn.sampling_offsets.weight.normal_(std=0.5)
+        module.attn.attention_weights.weight.normal_()
+
+    def maps(height, width):
+        return torch.randn(1, 8, height, width), torch.randn(1, 8, (height + 1) // 2, (width + 1) // 2)
+
+    with torch.no_grad():
+        traced = torch.jit.trace(module, maps(6, 4), check_trace=False)
+        for size in [(6, 4), (5, 9)]:
+            inputs = maps(*size)
+            torch.testing.assert_close(traced(*inputs), module(*inputs), rtol=1e-6, atol=1e-6)

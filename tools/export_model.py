@@ -41,7 +41,6 @@ from mask_former.export import (
     check_export,
     check_sizes,
     export_metadata,
-    fixed_input_size,
 )
 from mask_former.weights import MaskFormerCheckpointer, check_weights
 
@@ -101,12 +100,7 @@ def export(args: argparse.Namespace) -> int:
     options = {"dynamo": True} if args.dynamo else {}
     if args.dynamo and args.format != "onnx":
         raise ExportError("--dynamo applies to --format onnx only")
-    fixed = fixed_input_size(model)
-    if fixed:
-        logger.warning(f"Mask2Former's deformable attention exports at one input size: the file "
-                       f"takes {size[0]}x{size[1]} images only (choose it with --sample-size H W; "
-                       "the runner refuses others)")
-    metadata = export_metadata(cfg, fixed_size=tuple(size) if fixed else None)
+    metadata = export_metadata(cfg)
     EXPORTERS[args.format](module, example, str(partial), metadata, **options)
     os.replace(partial, output)
     logger.info(f"Wrote {output} ({output.stat().st_size / 2 ** 20:.1f} MiB) in "
@@ -114,7 +108,7 @@ def export(args: argparse.Namespace) -> int:
     if args.no_check:
         return 0
 
-    sizes = [tuple(size)] if fixed else check_sizes(size, module.size_divisibility)
+    sizes = check_sizes(size, module.size_divisibility)
     results = check_export(module, RUNNERS[args.format](str(output)), sizes)
     worst = 0.0
     for (height, width), errors in results.items():

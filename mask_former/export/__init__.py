@@ -8,9 +8,8 @@ from .formats import (
     check_export,
     check_sizes,
     export_metadata,
-    fixed_input_size,
     read_export_metadata,
 )
 
 __all__ = ["INPUT_NAME", "OUTPUT_NAMES", "ExportableMaskFormer", "EXPORTERS", "FORMATS", "RUNNERS",
-           "ExportError", "check_export", "check_sizes", "export_metadata", "fixed_input_size", "read_export_metadata"]
+           "ExportError", "check_export", "check_sizes", "export_metadata", "read_export_metadata"]

@@ -10,7 +10,7 @@ carry the config's INPUT.FORMAT and the number of classes, which `read_export_me
 import json
 import os
 import warnings
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -35,21 +35,10 @@ class ExportError(UserError, RuntimeError):
     is not an export of this project, or an export that disagrees with PyTorch."""
 
 
-def export_metadata(cfg, fixed_size: Optional[Tuple[int, int]] = None) -> Dict[str, str]:
-    """What a consumer of the file needs from the config: the input's channel order and K, and
-    for a fixed-size export (`fixed_input_size`) the one (H, W) it takes."""
-    metadata = {"input_format": cfg.INPUT.FORMAT,
-                "num_classes": str(cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES)}
-    if fixed_size is not None:
-        metadata["fixed_size"] = f"{fixed_size[0]}x{fixed_size[1]}"
-    return metadata
-
-
-def fixed_input_size(model: torch.nn.Module) -> bool:
-    """Whether an export of `model` takes only the input size it was traced at: Mask2Former's
-    deformable attention splits and reshapes its value maps by the levels' sizes as Python
-    numbers, which both exporters record as constants."""
-    return any(type(m).__name__ == "MSDeformAttn" for m in model.modules())
+def export_metadata(cfg) -> Dict[str, str]:
+    """What a consumer of the file needs from the config: the input's channel order and K."""
+    return {"input_format": cfg.INPUT.FORMAT,
+            "num_classes": str(cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES)}
 
 
 def _import_onnx_packages(dynamo: bool = False):

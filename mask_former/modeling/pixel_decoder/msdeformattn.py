@@ -110,6 +110,8 @@ class MSDeformAttnTransformerEncoderOnly(nn.Module):
         Returns the encoded pixels (B, S, C) of all levels, flattened row-major and concatenated,
         the levels' (H_l, W_l) and where each starts along S.
         """
+        # The sizes as the maps' shapes give them, never through int(): while an export traces
+        # the model they are graph operations, so the exported graph takes every input size.
         spatial_shapes = [(src.shape[2], src.shape[3]) for src in srcs]
         level_start_index = [0]
         for height, width in spatial_shapes[:-1]:

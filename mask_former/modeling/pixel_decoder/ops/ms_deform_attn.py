@@ -23,21 +23,33 @@ import torch.nn.functional as F
 from torch import nn
 
 # The levels' (H_l, W_l): a (L, 2) long tensor, as the official op takes, or int pairs. A tensor
-# on a GPU costs a host sync to read; the pixel decoder passes ints.
+# on a GPU costs a host sync to read; the pixel decoder passes its maps' sizes (`x.shape`).
 SpatialShapes = Union[torch.Tensor, Sequence[Sequence[int]]]
 LevelStarts = Union[torch.Tensor, Sequence[int]]
 
 
-def _int_pairs(spatial_shapes: SpatialShapes) -> List[Tuple[int, int]]:
+def _size_pairs(spatial_shapes: SpatialShapes) -> List[Tuple[int, int]]:
+    """The (H_l, W_l) as given, read from the host if a tensor. Sizes are not passed through
+    int(): while the model is traced for an export, the maps' sizes the pixel decoder passes are
+    traced values, which int() would record as constants (a graph for one input size only)."""
     if isinstance(spatial_shapes, torch.Tensor):
         spatial_shapes = spatial_shapes.tolist()
-    return [(int(height), int(width)) for height, width in spatial_shapes]
+    return [(height, width) for height, width in spatial_shapes]
 
 
-def _ints(values: LevelStarts) -> List[int]:
-    if isinstance(values, torch.Tensor):
-        values = values.tolist()
-    return [int(v) for v in values]
+def _starts(values: LevelStarts) -> List[int]:
+    """The level starts as given (traced values too, as `_size_pairs`), read if a tensor."""
+    return values.tolist() if isinstance(values, torch.Tensor) else list(values)
+
+
+def _check_levels(shapes: List[Tuple[int, int]], starts: List[int], total: int,
+                  num_levels: int) -> None:
+    if len(shapes) != num_levels or len(starts) != num_levels:
+        raise ValueError(f"ms_deform_attn: {len(shapes)} spatial shapes and {len(starts)} level "
+                         f"starts for sampling locations of {num_levels} levels")
+    if sum(h * w for h, w in shapes) != total:
+        raise ValueError(f"ms_deform_attn: spatial shapes {shapes} hold "
+                         f"{sum(h * w for h, w in shapes)} pixels, value has {total}")
 
 
 def ms_deform_attn_pytorch(value: torch.Tensor, spatial_shapes: SpatialShapes,
@@ -56,16 +68,14 @@ def ms_deform_attn_pytorch(value: torch.Tensor, spatial_shapes: SpatialShapes,
     Returns:
         (B, Lq, M * D), head m in channels m * D to (m + 1) * D.
     """
-    shapes = _int_pairs(spatial_shapes)
-    starts = _ints(level_start_index)
+    shapes = _size_pairs(spatial_shapes)
+    starts = _starts(level_start_index)
     batch, total, heads, channels = value.shape
     _, num_queries, _, num_levels, num_points, _ = sampling_locations.shape
-    if len(shapes) != num_levels or len(starts) != num_levels:
-        raise ValueError(f"ms_deform_attn: {len(shapes)} spatial shapes and {len(starts)} level "
-                         f"starts for sampling locations of {num_levels} levels")
-    if sum(h * w for h, w in shapes) != total:
-        raise ValueError(f"ms_deform_attn: spatial shapes {shapes} hold "
-                         f"{sum(h * w for h, w in shapes)} pixels, value has {total}")
+    # Not checked in a trace: it would record the checks' outcomes as constants, and the sizes
+    # there are those of the maps the values were flattened from.
+    if not torch.jit.is_tracing():
+        _check_levels(shapes, starts, total, num_levels)
     # grid_sample's coordinates run from -1 to 1 between the maps' outer edges (align_corners=False).
     grids = 2 * sampling_locations - 1
     # (B, Lq, M, L, P) -> (B * M, 1, Lq, L, P)
@@ -163,7 +173,7 @@ class MSDeformAttn(nn.Module):
             (B, Lq, C).
         """
         batch, num_queries, _ = query.shape
-        shapes = _int_pairs(spatial_shapes)
+        shapes = _size_pairs(spatial_shapes)
         heads, levels, points = self.n_heads, self.n_levels, self.n_points
         value = self.value_proj(input_flatten).view(batch, input_flatten.shape[1], heads, -1)
         offsets = self.sampling_offsets(query).view(batch, num_queries, heads, levels, points, 2)
