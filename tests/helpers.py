@@ -109,3 +109,15 @@ def doc_block(doc: Path, marker: str, language: str) -> str:
                       re.DOTALL)
     assert found, f"no {language} block after <!-- {marker} --> in {doc}"
     return found.group(1)
+
+
+def register_first(source: str, count: int) -> str:
+    """Registers the first `count` entries of dataset `source`, with its metadata, as
+    "{source}_first{count}" (once per process); returns that name. Evaluation in a few seconds."""
+    name = f"{source}_first{count}"
+    if name not in DatasetCatalog.list():
+        DatasetCatalog.register(name, lambda: DatasetCatalog.get(source)[:count])
+        metadata = MetadataCatalog.get(source).as_dict()
+        metadata.pop("name")
+        MetadataCatalog.get(name).set(**metadata)
+    return name

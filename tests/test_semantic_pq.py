@@ -10,10 +10,10 @@ import uuid
 import numpy as np
 import pytest
 import torch
-from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.data import MetadataCatalog
 
 from conftest import REPO_ROOT
-from helpers import load_script, registered_dataset, save_png, write_semantic_dataset
+from helpers import load_script, register_first, registered_dataset, save_png, write_semantic_dataset
 from mask_former.data.dataset_check import DatasetConfigError
 from mask_former.data.io import DataError
 from mask_former.evaluation import (SemanticPQEvaluator, image_panoptic_stats,
@@ -266,12 +266,7 @@ def test_dataset_without_label_maps_is_refused(tiny_semantic):
 # ---------------------------------------------------------------- the tool
 
 # The first 8 images of the quick start's semantic validation set.
-VAL_SUBSET = "synthetic_shapes_sem_seg_val_first8"
-if VAL_SUBSET not in DatasetCatalog.list():
-    DatasetCatalog.register(VAL_SUBSET, lambda: DatasetCatalog.get("synthetic_shapes_sem_seg_val")[:8])
-    _metadata = MetadataCatalog.get("synthetic_shapes_sem_seg_val").as_dict()
-    _metadata.pop("name")
-    MetadataCatalog.get(VAL_SUBSET).set(**_metadata)
+VAL_SUBSET = register_first("synthetic_shapes_sem_seg_val", 8)
 
 tool = load_script(TOOL)
 

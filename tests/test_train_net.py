@@ -6,21 +6,16 @@ import sys
 
 import pytest
 import torch
-from detectron2.data import DatasetCatalog, MetadataCatalog
 
 from conftest import REPO_ROOT
+from helpers import register_first
 from tiny_models import QUICKSTART_CONFIG, save_quickstart_weights
 
 sys.path.insert(0, str(REPO_ROOT))
 import train_net  # noqa: E402
 
 # The first 8 images of the quick start's validation set: evaluation in a few seconds.
-VAL_SUBSET = "synthetic_shapes_panoptic_val_first8"
-if VAL_SUBSET not in DatasetCatalog.list():
-    DatasetCatalog.register(VAL_SUBSET, lambda: DatasetCatalog.get("synthetic_shapes_panoptic_val")[:8])
-    metadata = MetadataCatalog.get("synthetic_shapes_panoptic_val").as_dict()
-    metadata.pop("name")
-    MetadataCatalog.get(VAL_SUBSET).set(**metadata)
+VAL_SUBSET = register_first("synthetic_shapes_panoptic_val", 8)
 
 
 def parse(*argv):
