@@ -40,6 +40,11 @@ def add_mask_former_config(cfg: CN) -> None:
     cfg.INPUT.DATASET_MAPPER_NAME = "mask_former_semantic"
     # SSD-style photometric augmentation during training.
     cfg.INPUT.COLOR_AUG_SSD = False
+    # Not an official key. True: the loader's workers only decode; resize, crop, colour jitter,
+    # flip and the per-class targets run on MODEL.DEVICE in the training process
+    # (mask_former/data/gpu_augmentation.py: the same distribution of augmentations, not the same
+    # random draws). Semantic segmentation (INPUT.DATASET_MAPPER_NAME mask_former_semantic) only.
+    cfg.INPUT.GPU_AUGMENTATION = False
     # The random crop is retried until no single category covers more than this fraction of it.
     cfg.INPUT.CROP.SINGLE_CATEGORY_MAX_AREA = 1.0
     # Pad images and label maps to a multiple of this size in the dataset mapper (-1: no padding).
@@ -126,6 +131,9 @@ def add_mask_former_config(cfg: CN) -> None:
     cfg.MODEL.SEM_SEG_HEAD.DEFORMABLE_TRANSFORMER_ENCODER_IN_FEATURES = ["res3", "res4", "res5"]
     cfg.MODEL.SEM_SEG_HEAD.DEFORMABLE_TRANSFORMER_ENCODER_N_POINTS = 4
     cfg.MODEL.SEM_SEG_HEAD.DEFORMABLE_TRANSFORMER_ENCODER_N_HEADS = 8
+    # Not an official key. True: under SOLVER.AMP the encoder and FPN run in mixed precision too
+    # (faster; changes results). False, as the official: they run in float32 always.
+    cfg.MODEL.SEM_SEG_HEAD.DEFORMABLE_TRANSFORMER_ENCODER_MIXED_PRECISION = False
 
     # ---- Swin Transformer backbone
     cfg.MODEL.SWIN = CN()
@@ -170,6 +178,9 @@ def add_acceleration_config(cfg: CN) -> None:
     # torch.compile backbone + head: fewer kernel launches, after a first step that compiles for
     # a minute or two.
     cfg.ACCELERATION.COMPILE = False
+    # Frozen BatchNorms (the backbone's FrozenBN) folded into the convolutions before them: the
+    # scaled weights and the shift as bias, one convolution instead of three passes.
+    cfg.ACCELERATION.FOLD_FROZEN_BATCHNORM = True
     # The mask losses of all decoder layers as a couple of fused (compiled) kernels.
     cfg.ACCELERATION.FUSED_MASK_LOSSES = True
     # Mask2Former's multi-scale deformable attention through torch.compile (fused sampling

@@ -42,3 +42,49 @@ def test_config_overrides_may_follow_the_precision_flag():
     assert args.precision == ["fp32", "bf16"]
     assert args.opts == ["DATALOADER.NUM_WORKERS", "12", "ACCELERATION.TEST_CUDA_GRAPH", "False"]
     assert benchmark.parse_args(["--iters", "3"]).opts == []
+
+
+def _benchmark_module():
+    spec = importlib.util.spec_from_file_location("benchmark", REPO_ROOT / "tools/benchmark.py")
+    benchmark = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(benchmark)
+    return benchmark
+
+
+def test_phase_device_times_attribute_kernels_to_the_innermost_phase():
+    benchmark = _benchmark_module()
+    event = lambda cat, name, ts, dur, **args: {"ph": "X", "cat": cat, "name": name, "ts": ts,
+                                                "dur": dur, "args": args}
+    trace = {"traceEvents": [
+        event("user_annotation", "phase:losses", 0, 100),
+        event("user_annotation", "phase:matcher", 10, 20),
+        event("cuda_runtime", "cudaLaunchKernel", 5, 1, correlation=1),
+        event("cuda_runtime", "cudaLaunchKernel", 15, 1, correlation=2),
+        event("cuda_runtime", "cudaLaunchKernel", 200, 1, correlation=3),
+        event("kernel", "sm90_xmma_gemm_bf16", 50, 3000, correlation=1),
+        event("kernel", "elementwise_kernel", 60, 500, correlation=2),
+        event("kernel", "elementwise_kernel", 300, 250, correlation=3),
+    ]}
+    times = benchmark.phase_device_times(trace)
+    assert times == {"losses": {"ms": 3.0, "matrix_ms": 3.0}, "matcher": {"ms": 0.5, "matrix_ms": 0.0},
+                     "other": {"ms": 0.25, "matrix_ms": 0.0}}
+
+
+def test_phases_report_flops_and_time_of_each_phase():
+    command = [
+        sys.executable, str(REPO_ROOT / "tools/benchmark.py"),
+        "--config-file", str(REPO_ROOT / "configs/ade20k/maskformer_R50.yaml"),
+        "--device", "cpu", "--cases", "train_synthetic", "--batch-size", "2", "--crop", "64",
+        "--iters", "1", "--warmup", "1", "--phases",
+    ] + TINY_MODEL_OPTS
+    completed = subprocess.run(command, capture_output=True, text=True, cwd=REPO_ROOT, timeout=300)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    (line,) = [json.loads(line) for line in completed.stdout.splitlines() if line.startswith("{")]
+    phases = {row["phase"]: row for row in line["phases"]}
+    assert list(phases) == list(_benchmark_module().PHASES) + ["other"]
+    for name in ("backbone", "pixel decoder", "transformer decoder", "backward"):
+        assert phases[name]["gflop"] > 0 and phases[name]["device_ms"] > 0, name
+    # backward costs about twice the forward's FLOPs
+    forward = sum(phases[n]["gflop"] for n in ("backbone", "pixel decoder", "transformer decoder"))
+    assert 1.5 * forward < phases["backward"]["gflop"] < 2.5 * forward
+    assert "| backbone |" in completed.stderr

@@ -310,3 +310,24 @@ def test_single_map_input_names_the_key_to_change():
     with pytest.raises(ConfigError, match="got one map: set MODEL.MASK_FORMER.TRANSFORMER_IN_FEATURE "
                                           "to 'multi_scale_pixel_decoder'"):
         model(tiny_batch())
+
+
+def test_the_deformable_encoder_runs_in_float32_under_autocast_unless_mixed_precision_is_asked():
+    from tiny_models import tiny_mask2former_config
+
+    outputs = {}
+    for mixed in (False, True):
+        cfg = tiny_mask2former_config()
+        cfg.MODEL.SEM_SEG_HEAD.DEFORMABLE_TRANSFORMER_ENCODER_MIXED_PRECISION = mixed
+        torch.manual_seed(0)
+        model = build_model(cfg).eval()
+        decoder = model.sem_seg_head.pixel_decoder
+        torch.manual_seed(1)
+        features = model.backbone(torch.randn(1, 3, 64, 96))
+        with torch.no_grad():
+            reference = decoder.forward_features(features)[0]
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                outputs[mixed] = decoder.forward_features(features)[0]
+    assert outputs[False].dtype == torch.float32 and torch.equal(outputs[False], reference)
+    assert outputs[True].dtype == torch.bfloat16
+    assert 0 < relative_error(outputs[True].float(), reference) < 5e-2

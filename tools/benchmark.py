@@ -74,6 +74,11 @@ def parse_args(argv=None):
     parser.add_argument("--profile", type=int, default=0, metavar="N",
                         help="after timing, profile 3 more iterations and print the N costliest "
                              "operators (by device time) to stderr")
+    parser.add_argument("--phases", action="store_true",
+                        help="after timing a training case, run 3 eager steps under torch.profiler "
+                             "and FLOP counting and print each phase's FLOPs, device time and "
+                             "TFLOP/s (under \"phases\" in the case's JSON line, and as a table "
+                             "on stderr)")
     parser.add_argument("--cprofile", type=int, default=0, metavar="N",
                         help="after timing, run 5 more iterations under cProfile and print the N "
                              "Python functions of most cumulative time to stderr (host-side cost)")
@@ -180,6 +185,192 @@ def print_profile(step, args, title: str) -> None:
     print(profiler.key_averages().table(sort_by=sort_by, row_limit=args.profile), file=sys.stderr)
 
 
+# The phases of a training step, each a callable of the eager model. Device time spent outside
+# them (normalising the images, padding the targets, zero_grad) is reported as "other".
+PHASES = ("backbone", "pixel decoder", "transformer decoder", "matcher", "losses", "backward",
+          "optimizer")
+MATRIX_KERNEL = re.compile(r"gemm|xmma|cutlass|conv|fprop|dgrad|wgrad|wgmma|hmma", re.IGNORECASE)
+
+
+class PhaseMarks:
+    """Marks phases as profiler ranges ("phase:NAME") and counts each one's FLOPs.
+
+    FLOPs are those torch.utils.flop_counter counts (matrix products, convolutions, attention);
+    a phase inside another (the matcher inside the losses) is counted in the inner one only.
+    """
+
+    def __init__(self, flop_counter=None):
+        self.flop_counter = flop_counter
+        self.flops = {name: 0 for name in PHASES + ("other",)}
+        self._stack = []
+
+    def _total(self) -> int:
+        return self.flop_counter.get_total_flops() if self.flop_counter is not None else 0
+
+    @contextlib.contextmanager
+    def phase(self, name: str):
+        with torch.profiler.record_function(f"phase:{name}"):
+            self._stack.append([self._total(), 0])
+            try:
+                yield
+            finally:
+                start, nested = self._stack.pop()
+                total = self._total() - start
+                self.flops[name] += total - nested
+                if self._stack:
+                    self._stack[-1][1] += total
+
+    def wrap(self, obj, attribute: str, name: str) -> None:
+        """Marks every call of obj.<attribute> as phase `name` (an instance attribute that
+        `unwrap` deletes)."""
+        method = getattr(obj, attribute)
+
+        def marked(*args, **kwargs):
+            with self.phase(name):
+                return method(*args, **kwargs)
+        setattr(obj, attribute, marked)
+
+    @staticmethod
+    def unwrap(obj, attribute: str) -> None:
+        delattr(obj, attribute)
+
+
+def _phase_methods(model) -> List[tuple]:
+    """(object, method name, phase) for the eager MaskFormer's parts."""
+    head = model.sem_seg_head
+    return [(model.backbone, "forward", "backbone"),
+            (head.pixel_decoder, "forward_features", "pixel decoder"),
+            (head.predictor, "forward", "transformer decoder"),
+            (model.criterion.matcher, "match_layers", "matcher"),
+            (model.criterion, "forward", "losses")]
+
+
+def phase_device_times(trace: dict) -> Dict[str, Dict[str, float]]:
+    """Per phase, the device time (ms) of the kernels (and copies) launched inside its
+    "phase:NAME" range, in all and in matrix kernels (convolutions, matrix products), from a
+    Chrome trace of torch.profiler. A launch inside nested ranges counts for the innermost.
+    Without device kernels (a CPU run), each range's own wall time, less its nested ranges'."""
+    events = [e for e in trace.get("traceEvents", []) if e.get("ph") == "X"]
+    ranges = sorted((e["ts"], e["ts"] + e["dur"], e["name"][len("phase:"):]) for e in events
+                    if e.get("cat") == "user_annotation" and e["name"].startswith("phase:"))
+
+    def innermost(ts: float) -> str:
+        inside = [(end - start, name) for start, end, name in ranges if start <= ts <= end]
+        return min(inside)[1] if inside else "other"
+
+    launches = {e["args"]["correlation"]: e["ts"] for e in events
+                if e.get("cat") in ("cuda_runtime", "cuda_driver") and "correlation" in e.get("args", {})}
+    device = [e for e in events if e.get("cat") in ("kernel", "gpu_memcpy", "gpu_memset")]
+    times: Dict[str, Dict[str, float]] = {}
+    if device:
+        for e in device:
+            ts = launches.get(e.get("args", {}).get("correlation"))
+            name = "other" if ts is None else innermost(ts)
+            entry = times.setdefault(name, {"ms": 0.0, "matrix_ms": 0.0})
+            entry["ms"] += e["dur"] / 1000
+            if e.get("cat") == "kernel" and MATRIX_KERNEL.search(e["name"]):
+                entry["matrix_ms"] += e["dur"] / 1000
+        return times
+    for start, end, name in ranges:
+        nested = sum(e2 - s2 for s2, e2, _ in ranges if start <= s2 and e2 <= end
+                     and (s2, e2) != (start, end))
+        entry = times.setdefault(name, {"ms": 0.0, "matrix_ms": 0.0})
+        entry["ms"] += (end - start - nested) / 1000
+    return times
+
+
+def _training_steps(model, optimizer, batches, args, precision: str, marks: "PhaseMarks",
+                    steps: int) -> None:
+    """`steps` eager training steps with their phases marked."""
+    methods = _phase_methods(model)
+    for obj, attribute, name in methods:
+        marks.wrap(obj, attribute, name)
+    try:
+        for i in range(steps):
+            with autocast(args.device, precision):
+                losses = model(batches[i % len(batches)])
+            loss = sum(losses.values())
+            optimizer.zero_grad(set_to_none=True)
+            with marks.phase("backward"):
+                loss.backward()
+            with marks.phase("optimizer"):
+                optimizer.step()
+        synchronize(args.device)
+    finally:
+        for obj, attribute, _ in methods:
+            marks.unwrap(obj, attribute)
+
+
+def count_phase_flops(model, optimizer, batches, args, precision: str) -> Dict[str, int]:
+    """FLOPs of one training step per phase, counted on the plain eager functions (the compiled
+    losses and attention are swapped out meanwhile: compiled code hides its operations from the
+    counter)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from mask_former.modeling.losses import layerwise_mask_losses
+    from mask_former.modeling.pixel_decoder.ops.ms_deform_attn import MSDeformAttn
+
+    criterion = model.criterion
+    mask_losses = criterion.mask_losses
+    attention = [(m, m.fast) for m in model.modules() if isinstance(m, MSDeformAttn)]
+    criterion.mask_losses = layerwise_mask_losses
+    for module, _ in attention:
+        module.fast = False
+    try:
+        with FlopCounterMode(display=False) as counter:
+            marks = PhaseMarks(counter)
+            _training_steps(model, optimizer, batches, args, precision, marks, steps=1)
+    finally:
+        criterion.mask_losses = mask_losses
+        for module, fast in attention:
+            module.fast = fast
+    return marks.flops
+
+
+def profile_phases(model, optimizer, batches, args, precision: str) -> List[Dict]:
+    """Per phase of a training step of `model` (the eager MaskFormer, with the accelerated losses
+    and attention it was given): its GFLOP, and its device ms and TFLOP/s over 3 eager steps under
+    torch.profiler."""
+    import json as json_module
+    import tempfile
+
+    model.train()
+    flops = count_phase_flops(model, optimizer, batches, args, precision)
+    steps = 3
+    activities = [torch.profiler.ProfilerActivity.CPU]
+    if args.device.startswith("cuda"):
+        activities.append(torch.profiler.ProfilerActivity.CUDA)
+    with torch.profiler.profile(activities=activities) as profiler:
+        _training_steps(model, optimizer, batches, args, precision, PhaseMarks(), steps)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "trace.json")
+        profiler.export_chrome_trace(path)
+        with open(path) as f:
+            times = phase_device_times(json_module.load(f))
+    rows = []
+    for name in PHASES + ("other",):
+        ms = times.get(name, {}).get("ms", 0.0) / steps
+        matrix_ms = times.get(name, {}).get("matrix_ms", 0.0) / steps
+        gflop = flops.get(name, 0) / 1e9
+        rows.append({"phase": name, "gflop": round(gflop, 3), "device_ms": round(ms, 2),
+                     "matrix_ms": round(matrix_ms, 2),
+                     "tflop_per_s": round(gflop / ms, 1) if ms > 0 else None})
+    return rows
+
+
+def print_phase_table(rows: List[Dict], title: str) -> None:
+    total_ms = sum(r["device_ms"] for r in rows)
+    total_gflop = sum(r["gflop"] for r in rows)
+    lines = [f"== phases: {title} (per step, eager kernels)",
+             "| phase | GFLOP | device ms | of which matrix ms | TFLOP/s |", "| --- | --- | --- | --- | --- |"]
+    lines += [f"| {r['phase']} | {r['gflop']} | {r['device_ms']} | {r['matrix_ms']} | "
+              f"{r['tflop_per_s'] if r['tflop_per_s'] is not None else '-'} |" for r in rows]
+    lines.append(f"| all | {round(total_gflop, 1)} | {round(total_ms, 2)} | "
+                 f"{round(sum(r['matrix_ms'] for r in rows), 2)} | "
+                 f"{round(total_gflop / total_ms, 1) if total_ms else '-'} |")
+    print("\n".join(lines), file=sys.stderr)
+
+
 def time_training(model, optimizer, batches, args, precision: str, warmup: int) -> Dict:
     """Full steps (forward, backward, optimizer) over `batches`, cycled; `warmup` untimed first."""
     model.train()
@@ -211,6 +402,10 @@ def time_training(model, optimizer, batches, args, precision: str, warmup: int) 
         print_profile(step, args, f"training, {precision}")
     if args.cprofile:
         print_cprofile(step, args, f"training, {precision}")
+    if args.phases and isinstance(batches, list):
+        eager = getattr(model, "model", model)  # the AcceleratedMaskFormer's own MaskFormer
+        result["phases"] = profile_phases(eager, optimizer, batches, args, precision)
+        print_phase_table(result["phases"], f"training, {precision}, batch {args.batch_size}")
     return result
 
 
@@ -293,7 +488,7 @@ def main(argv=None) -> List[Dict]:
         for precision in args.precision:
             result = {"case": case, "precision": precision, "config": args.config_file,
                       "device": device_name, "torch": torch.__version__,
-                      "code": args.label,
+                      "code": args.label, "overrides": args.opts,
                       "options": [o for o in ("channels_last", "cudnn_benchmark", "tf32", "no_cuda_graph", "compile")
                                   if getattr(args, o)]}
             result.update(run_case(case, precision, cfg, args))

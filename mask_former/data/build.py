@@ -3,6 +3,7 @@ evaluation, with InferenceDatasetMapper."""
 from detectron2.data import build_detection_test_loader, build_detection_train_loader
 
 from .dataset_check import check_num_classes
+from .gpu_augmentation import GPUAugmentedLoader, GPUSemanticAugmentation, SemanticDecodeMapper
 from .dataset_mappers import (
     COCOInstanceLSJDatasetMapper,
     COCOPanopticLSJDatasetMapper,
@@ -31,6 +32,12 @@ def build_train_loader(cfg):
     if name not in DATASET_MAPPERS:
         raise ValueError(f"INPUT.DATASET_MAPPER_NAME={name!r}; choose one of {sorted(DATASET_MAPPERS)}")
     check_num_classes(cfg)
+    if cfg.INPUT.GPU_AUGMENTATION:
+        if name != "mask_former_semantic":
+            raise ValueError(f"INPUT.GPU_AUGMENTATION supports INPUT.DATASET_MAPPER_NAME "
+                             f"'mask_former_semantic' only, not {name!r}; set it False")
+        loader = build_detection_train_loader(cfg, mapper=SemanticDecodeMapper(cfg, True))
+        return GPUAugmentedLoader(loader, GPUSemanticAugmentation(cfg))
     return build_detection_train_loader(cfg, mapper=DATASET_MAPPERS[name](cfg, True))
 
 

@@ -18,6 +18,7 @@ from torch import nn
 from ..mask_former_model import MaskFormer
 from ..modeling.pixel_decoder.ops.ms_deform_attn import use_fast_ms_deform_attn
 from .cuda_graph import CUDAGraphRunner, TrainingGraphs
+from .frozen_batchnorm import fold_frozen_batchnorm
 from .fused_losses import FusedMaskLosses
 from .pinned_batches import PinnedBatches, pin_batch
 
@@ -85,7 +86,8 @@ class AcceleratedMaskFormer(nn.Module):
 def accelerate(model: nn.Module, cfg) -> nn.Module:
     """`model` with the fast paths of cfg.ACCELERATION: a module to call in its place.
 
-    On a CUDA device: the fused mask losses are installed in the model's criterion
+    On a CUDA device: frozen BatchNorms are folded into their convolutions
+    (FOLD_FROZEN_BATCHNORM), the fused mask losses are installed in the model's criterion
     (FUSED_MASK_LOSSES), deformable attention takes its compiled path (FAST_DEFORMABLE_ATTENTION),
     and a MaskFormer is wrapped in AcceleratedMaskFormer for CUDA graphs
     (TRAIN_CUDA_GRAPH, TEST_CUDA_GRAPH, CUDA_GRAPH_MAX_SHAPES) and compilation (COMPILE). Elsewhere,
@@ -94,6 +96,8 @@ def accelerate(model: nn.Module, cfg) -> nn.Module:
     accel = cfg.ACCELERATION
     if not _on_cuda(cfg):
         return model
+    if accel.FOLD_FROZEN_BATCHNORM:
+        fold_frozen_batchnorm(model)
     if accel.FUSED_MASK_LOSSES and hasattr(getattr(model, "criterion", None), "mask_losses"):
         model.criterion.mask_losses = FusedMaskLosses()
     if accel.FAST_DEFORMABLE_ATTENTION:
@@ -114,7 +118,11 @@ def accelerate(model: nn.Module, cfg) -> nn.Module:
 
 def pin_batches(loader: Iterable, cfg) -> Iterable:
     """The training loader with its batches pinned in a background thread (PINNED_BATCHES), so
-    that copying them to the GPU never waits for the running step; `loader` itself elsewhere."""
+    that copying them to the GPU never waits for the running step; `loader` itself elsewhere, and
+    for a loader whose batches are on the device already (INPUT.GPU_AUGMENTATION's, which pins
+    its decoded batches itself)."""
+    if getattr(loader, "yields_device_batches", False):
+        return loader
     if _on_cuda(cfg) and cfg.ACCELERATION.PINNED_BATCHES:
         return PinnedBatches(loader)
     return loader

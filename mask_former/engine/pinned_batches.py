@@ -15,10 +15,14 @@ def _pinned(tensor: torch.Tensor) -> torch.Tensor:
 
 def pin_batch(batch: List[dict]) -> List[dict]:
     """Moves the tensors MaskFormer copies to the GPU (image, gt_classes, gt_masks) of each
-    dataset dict to pinned memory, in place; returns the batch."""
+    dataset dict to pinned memory, in place; returns the batch. Decoded dicts without targets
+    (INPUT.GPU_AUGMENTATION's, whose label map the GPU turns into targets) get their "sem_seg"
+    pinned too."""
     for item in batch:
         if isinstance(item.get("image"), torch.Tensor):
             item["image"] = _pinned(item["image"])
+        if "instances" not in item and isinstance(item.get("sem_seg"), torch.Tensor):
+            item["sem_seg"] = _pinned(item["sem_seg"])
         instances = item.get("instances")
         if instances is not None:
             if instances.has("gt_classes"):

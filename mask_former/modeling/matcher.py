@@ -110,21 +110,32 @@ class HungarianMatcher(nn.Module):
         """Mask2Former's costs on each image's random points, (L, B, Q, sum M); the blocks of an
         image against another image's targets (never read) are left at 0."""
         num_layers, batch_size, num_queries = masks.shape[:3]
+        sizes = [len(t["labels"]) for t in targets]
         # All queries of a layer and image read the same points: queries as channels.
         pred = point_sample(masks.flatten(0, 1), point_coords.flatten(0, 1).to(masks),
                             align_corners=False).view(num_layers, batch_size, num_queries, -1)
         class_cost = self._class_cost(logits, targets)
         cost = torch.zeros_like(class_cost)
-        start = 0
-        for b, t in enumerate(targets):
-            end = start + len(t["labels"])
-            if end > start:
+        if max(sizes, default=0) == 0:
+            return cost
+        # Each image's targets at its points, padded to the most targets of an image, so that the
+        # costs of all layers and images are one batched product each (L * B products of
+        # (Q, P) x (P, M_max)) rather than per-image products too small to fill the GPU.
+        tgt = pred.new_zeros(num_layers, batch_size, max(sizes), pred.shape[-1])
+        for b, (t, size) in enumerate(zip(targets, sizes)):
+            if size:
                 tgt_masks = t["masks"].to(masks)[None].expand(num_layers, -1, -1, -1)
-                tgt = point_sample(tgt_masks, point_coords[:, b].to(masks), align_corners=False)
-                cost[:, b, :, start:end] = (  # (L, Q, M_b), summed in the official order
-                    self.cost_mask * pairwise_sigmoid_ce_cost(pred[:, b], tgt)
-                    + self.cost_class * class_cost[:, b, :, start:end]
-                    + self.cost_dice * pairwise_dice_cost(pred[:, b], tgt))
+                tgt[:, b, :size] = point_sample(tgt_masks, point_coords[:, b].to(masks),
+                                                align_corners=False)
+        mask_cost = pairwise_sigmoid_ce_cost(pred, tgt)  # (L, B, Q, M_max)
+        dice_cost = pairwise_dice_cost(pred, tgt)
+        start = 0
+        for b, size in enumerate(sizes):
+            end = start + size
+            cost[:, b, :, start:end] = (  # (L, Q, M_b), summed in the official order
+                self.cost_mask * mask_cost[:, b, :, :size]
+                + self.cost_class * class_cost[:, b, :, start:end]
+                + self.cost_dice * dice_cost[:, b, :, :size])
             start = end
         return cost
 

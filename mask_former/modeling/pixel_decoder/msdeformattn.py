@@ -141,7 +141,7 @@ class MSDeformAttnPixelDecoder(nn.Module):
                  transformer_nheads: int, transformer_dim_feedforward: int,
                  transformer_enc_layers: int, transformer_n_points: int, conv_dim: int,
                  mask_dim: int, norm: Optional[str] = None, transformer_in_features: List[str],
-                 common_stride: int):
+                 common_stride: int, mixed_precision: bool = False):
         """
         Args:
             input_shape: the backbone features the decoder reads (SEM_SEG_HEAD.IN_FEATURES).
@@ -154,6 +154,10 @@ class MSDeformAttnPixelDecoder(nn.Module):
             conv_dim: channels of the encoder and FPN (CONVS_DIM); mask_dim: of mask_features.
             norm: the FPN convs' norm (SEM_SEG_HEAD.NORM).
             common_stride: the stride of mask_features (SEM_SEG_HEAD.COMMON_STRIDE).
+            mixed_precision: under autocast, run in mixed precision too (matrix products in
+                half precision; the sampling points and the bilinear sampling stay float32, as
+                autocast runs grid_sample in its widest input's type, the grid's). False, as the
+                official: float32 always.
         """
         super().__init__()
         missing = [f for f in transformer_in_features if f not in input_shape]
@@ -170,6 +174,7 @@ class MSDeformAttnPixelDecoder(nn.Module):
         encoder_inputs = [(name, shape) for name, shape in ordered
                           if name in transformer_in_features]
         self.transformer_in_features = [name for name, _ in encoder_inputs]
+        self.mixed_precision = mixed_precision
 
         self.input_proj = nn.ModuleList()
         for _, shape in encoder_inputs[::-1]:  # low to high resolution
@@ -230,6 +235,7 @@ class MSDeformAttnPixelDecoder(nn.Module):
             "transformer_enc_layers": head.TRANSFORMER_ENC_LAYERS,
             "transformer_in_features": head.DEFORMABLE_TRANSFORMER_ENCODER_IN_FEATURES,
             "common_stride": head.COMMON_STRIDE,
+            "mixed_precision": head.DEFORMABLE_TRANSFORMER_ENCODER_MIXED_PRECISION,
         }
 
     def forward_features(self, features: Dict[str, torch.Tensor]):
@@ -238,11 +244,15 @@ class MSDeformAttnPixelDecoder(nn.Module):
         outputs (B, conv_dim, ...), coarsest first])."""
         device_type = next(iter(features.values())).device.type
         # In float32 under mixed precision, as the official: sampling locations in half
-        # precision would be off by up to a pixel of the finer maps.
+        # precision would be off by up to a pixel of the finer maps. With `mixed_precision` the
+        # offsets are half precision but are added to float32 reference points, and the sampling
+        # itself runs in float32 (autocast runs grid_sample in its widest input's type).
+        if self.mixed_precision:
+            return self._forward_features(features)
         with torch.autocast(device_type, enabled=False):
-            return self._forward_float32(features)
+            return self._forward_features(features)
 
-    def _forward_float32(self, features: Dict[str, torch.Tensor]):
+    def _forward_features(self, features: Dict[str, torch.Tensor]):
         srcs, pos = [], []
         for proj, name in zip(self.input_proj, self.transformer_in_features[::-1]):
             x = features[name].float()
