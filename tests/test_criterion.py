@@ -77,3 +77,28 @@ def test_gradients_flow_to_every_layer():
     losses = make_criterion()(outputs, random_targets((3, 5), generator))
     sum(losses.values()).backward()
     assert all(leaf.grad is not None and leaf.grad.abs().sum() > 0 for leaf in leaves)
+
+
+def test_point_costs_do_not_depend_on_how_layers_are_chunked(monkeypatch):
+    """Mask2Former's matching costs are batched products over chunks of layers; any chunking gives
+    the per-image costs of one layer at a time."""
+    import mask_former.modeling.matcher as matcher_module
+
+    generator = torch.Generator().manual_seed(0)
+    layers, batch, queries, points = 3, 3, 7, 50
+    matcher = HungarianMatcher(2.0, 5.0, 5.0, num_points=points)
+    logits = torch.randn(layers, batch, queries, NUM_CLASSES + 1, generator=generator, dtype=torch.float64)
+    masks = torch.randn(layers, batch, queries, 16, 16, generator=generator, dtype=torch.float64)
+    targets = [{"labels": torch.randint(0, NUM_CLASSES, (m,), generator=generator),
+                "masks": torch.rand(m, 32, 32, generator=generator) > 0.5} for m in (2, 0, 4)]
+    coords = torch.rand(layers, batch, points, 2, generator=generator, dtype=torch.float64)
+    costs = []
+    for per_chunk in (1, 2 * batch, 1000):  # one layer, two layers, all layers per product
+        monkeypatch.setattr(matcher_module, "PRODUCTS_PER_CHUNK", per_chunk)
+        costs.append(matcher._point_costs(logits, masks, targets, coords))
+    for other in costs[1:]:
+        assert torch.allclose(other, costs[0], rtol=1e-12, atol=1e-12)
+    single = [matcher._point_costs(logits[i:i + 1], masks[i:i + 1], targets, coords[i:i + 1])
+              for i in range(layers)]
+    assert torch.allclose(torch.cat(single), costs[0], rtol=1e-12, atol=1e-12)
+    assert costs[0][:, 0, :, 2:].abs().max() == 0  # image 0 against image 2's targets: unread zeros

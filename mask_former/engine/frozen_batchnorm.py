@@ -4,22 +4,28 @@ A frozen BatchNorm is a per-channel affine map, y = x * s + t, with s = gamma / 
 and t = beta - mean * s fixed. After a convolution, conv(x, W) * s + t = conv(x, W * s) + t: the
 scaled weights are computed each call (a few thousand numbers; gradients still reach W through
 them) and the shift becomes the convolution's bias. Eager, detectron2's FrozenBatchNorm2d makes
-two full passes over the activation forward (multiply, add) and one backward; folded, none remain
-beyond the bias. R50 has 53 such convolutions.
+two full passes over the activation forward (multiply, add) and one backward when gradients are
+recorded; folded, none remain beyond the bias. R50 has 53 such convolutions.
 
 The module tree, parameters and state dict stay as they are: a folded convolution is the same
 object with a subclass's forward (`fold_frozen_batchnorm` switches its class, `unfold` switches
 it back).
 """
+import torch
 import torch.nn.functional as F
 from detectron2.layers import Conv2d, FrozenBatchNorm2d
 from torch import nn
 
 
 class FrozenBatchNormFoldedConv2d(Conv2d):
-    """A detectron2 Conv2d whose `norm` is a FrozenBatchNorm2d, computed as one convolution."""
+    """A detectron2 Conv2d whose `norm` is a FrozenBatchNorm2d, computed as one convolution where
+    gradients are recorded (training). Without gradients, FrozenBatchNorm2d is one fused
+    batch_norm kernel already, and folding would add three small kernels per convolution to
+    recompute the weights: there it runs as a plain Conv2d."""
 
     def forward(self, x):
+        if not torch.is_grad_enabled():
+            return super().forward(x)
         norm = self.norm
         scale = norm.weight * (norm.running_var + norm.eps).rsqrt()  # (C_out,)
         shift = norm.bias - norm.running_mean * scale

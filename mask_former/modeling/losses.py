@@ -56,8 +56,10 @@ def pairwise_sigmoid_ce_cost(inputs: torch.Tensor, targets: torch.Tensor) -> tor
     """Point-averaged sigmoid cross-entropy of every prediction against every target:
     (..., N, P), (..., M, P) -> (..., N, M), expanded over target values 1 and 0 as two matrix
     products (Mask2Former's matching cost)."""
-    pos = F.binary_cross_entropy_with_logits(inputs, torch.ones_like(inputs), reduction="none")
-    neg = F.binary_cross_entropy_with_logits(inputs, torch.zeros_like(inputs), reduction="none")
+    # binary_cross_entropy_with_logits(x, 1) = softplus(-x), (x, 0) = softplus(x); without the
+    # constant-target tensors the official code allocates for them
+    pos = F.softplus(-inputs)
+    neg = F.softplus(inputs)
     loss = pos @ targets.transpose(-1, -2) + neg @ (1 - targets).transpose(-1, -2)
     return loss / inputs.shape[-1]
 

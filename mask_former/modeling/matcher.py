@@ -14,6 +14,10 @@ from .losses import pairwise_dice_cost, pairwise_focal_cost, pairwise_sigmoid_ce
 Matches = List[Tuple[torch.Tensor, torch.Tensor]]
 
 
+# Mask2Former's point costs: (layer, image) problems per batched product (see _point_costs).
+PRODUCTS_PER_CHUNK = 40
+
+
 class HungarianMatcher(nn.Module):
     """One-to-one assignment of queries to targets minimising class + mask + dice costs.
 
@@ -127,8 +131,15 @@ class HungarianMatcher(nn.Module):
                 tgt_masks = t["masks"].to(masks)[None].expand(num_layers, -1, -1, -1)
                 tgt[:, b, :size] = point_sample(tgt_masks, point_coords[:, b].to(masks),
                                                 align_corners=False)
-        mask_cost = pairwise_sigmoid_ce_cost(pred, tgt)  # (L, B, Q, M_max)
-        dice_cost = pairwise_dice_cost(pred, tgt)
+        # Layers in chunks: each product still batches enough (layer, image) problems to fill
+        # the GPU, while the point-sized intermediates exist for a chunk only.
+        mask_cost = pred.new_empty(*pred.shape[:3], tgt.shape[2])  # (L, B, Q, M_max)
+        dice_cost = torch.empty_like(mask_cost)
+        step = max(1, PRODUCTS_PER_CHUNK // batch_size)
+        for first in range(0, num_layers, step):
+            chunk = slice(first, first + step)
+            mask_cost[chunk] = pairwise_sigmoid_ce_cost(pred[chunk], tgt[chunk])
+            dice_cost[chunk] = pairwise_dice_cost(pred[chunk], tgt[chunk])
         start = 0
         for b, size in enumerate(sizes):
             end = start + size
