@@ -302,11 +302,12 @@ def test_compiled_network_trains_like_eager():
     assert_within_noise(grads, expected[1], [n[1] for n in noisy], "compiled gradients")
 
 
-@pytest.mark.parametrize("fast_attention", [False, True], ids=["eager_attention", "compiled_attention"])
-def test_accelerated_mask2former_trains_and_infers_like_eager(deterministic_cudnn, fast_attention):
+@pytest.mark.parametrize("attention_key", [None, "FAST_DEFORMABLE_ATTENTION", "TRITON_DEFORMABLE_ATTENTION"],
+                         ids=["eager_attention", "compiled_attention", "triton_attention"])
+def test_accelerated_mask2former_trains_and_infers_like_eager(deterministic_cudnn, attention_key):
     """Mask2Former's network (deformable attention, masked attention) replayed from CUDA graphs,
-    its deformable attention compiled or not."""
-    cfg = _cfg(mask2former=True, **{"ACCELERATION.FAST_DEFORMABLE_ATTENTION": str(fast_attention)})
+    its deformable attention eager, compiled or through the Triton kernels."""
+    cfg = _cfg(mask2former=True, **({f"ACCELERATION.{attention_key}": "True"} if attention_key else {}))
     eager, fast = _twins(cfg)
     batch = tiny_batch(sizes=((96, 96), (96, 96)))
     for _ in range(2):  # records, then replays

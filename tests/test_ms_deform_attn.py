@@ -136,11 +136,59 @@ def test_fast_path_is_off_until_switched_on():
     assert not any(m.fast for m in model.modules() if isinstance(m, MSDeformAttn))
 
 
+# Run in a subprocess: TRITON_INTERPRET must be set before Triton compiles anything.
+INTERPRETED_TRITON_CHECK = """
+import torch
+from helpers import relative_error
+from test_ms_deform_attn import SHAPES, STARTS, bilinear_reference, random_inputs
+from mask_former.modeling.pixel_decoder.ops import ms_deform_attn_pytorch
+from mask_former.modeling.pixel_decoder.ops.ms_deform_attn_triton import ms_deform_attn_triton
+shapes = SHAPES + [(1, 1)]  # a one-pixel level too
+starts = STARTS + [18]
+value, locations, weights = random_inputs(torch.float64, shapes=shapes, queries=37, heads=3,
+                                          channels=5, seed=3)
+leaves = [t.clone().requires_grad_(True) for t in (value, locations, weights)]
+grad_out = torch.randn(2, 37, 15, dtype=torch.float64, generator=torch.Generator().manual_seed(4))
+# The pure path in float64 for the gradients (it is checked against the loops above)
+expected = ms_deform_attn_pytorch(leaves[0], shapes, starts, leaves[1], leaves[2])
+assert relative_error(expected, bilinear_reference(value, shapes, starts, locations, weights)) < 1e-12
+expected_grads = torch.autograd.grad(expected, leaves, grad_out)
+inputs = [t.detach().float().requires_grad_(True) for t in (value, locations, weights)]
+out = ms_deform_attn_triton(inputs[0], shapes, starts, inputs[1], inputs[2])
+grads = torch.autograd.grad(out, inputs, grad_out.float())
+for name, a, e in zip(("output", "d value", "d locations", "d weights"), (out, *grads),
+                      (expected, *expected_grads)):
+    error = relative_error(a, e)
+    assert error < 1e-5, (name, error)
+print("ok")
+"""
+
+
+def test_triton_kernels_match_the_reference_in_the_triton_interpreter():
+    """The Triton kernels (forward, and the backward's gradients of values, locations and
+    weights) against the pure path in float64, run by Triton's interpreter on the CPU, with
+    points outside the maps and a one-pixel level."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    pytest.importorskip("triton")
+    tests = Path(__file__).parent
+    env = dict(os.environ, TRITON_INTERPRET="1",
+               PYTHONPATH=os.pathsep.join([str(tests), os.environ.get("PYTHONPATH", "")]))
+    completed = subprocess.run([sys.executable, "-c", INTERPRETED_TRITON_CHECK], env=env,
+                               capture_output=True, text=True, timeout=300, cwd=tests)
+    assert completed.returncode == 0 and "ok" in completed.stdout, completed.stderr[-3000:]
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
-def test_fast_path_matches_pure_path_on_gpu():
-    """torch.compile of the pure function against the pure function, forward and gradients, at
-    the size of Mask2Former's encoder on a 256 x 320 image (strides 8, 16, 32)."""
+@pytest.mark.parametrize("path", ["compiled", "triton"])
+def test_fast_path_matches_pure_path_on_gpu(path):
+    """torch.compile of the pure function, and the Triton kernels, against the pure function,
+    forward and gradients, at the size of Mask2Former's encoder on a 256 x 320 image (strides 8,
+    16, 32)."""
     shapes = [(32, 40), (16, 20), (8, 10)]
     starts = [0, 1280, 1600]
     total = 1680
@@ -152,7 +200,8 @@ def test_fast_path_matches_pure_path_on_gpu():
     results = []
     for fast in (False, True):
         inputs = [t.clone().requires_grad_(True) for t in (value, locations, weights)]
-        out = ms_deform_attn(inputs[0], shapes, starts, inputs[1], inputs[2], fast=fast)
+        out = ms_deform_attn(inputs[0], shapes, starts, inputs[1], inputs[2],
+                             fast=fast and path == "compiled", triton=fast and path == "triton")
         grads = torch.autograd.grad(out, inputs, grad_out)
         results.append((out, *grads))
     for name, pure, fast in zip(("output", "d value", "d locations", "d weights"), *results):

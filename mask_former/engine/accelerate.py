@@ -16,7 +16,10 @@ import torch
 from torch import nn
 
 from ..mask_former_model import MaskFormer
-from ..modeling.pixel_decoder.ops.ms_deform_attn import use_fast_ms_deform_attn
+from ..modeling.pixel_decoder.ops.ms_deform_attn import (
+    use_fast_ms_deform_attn,
+    use_triton_ms_deform_attn,
+)
 from .cuda_graph import CUDAGraphRunner, TrainingGraphs
 from .frozen_batchnorm import fold_frozen_batchnorm
 from .fused_losses import FusedMaskLosses
@@ -88,7 +91,8 @@ def accelerate(model: nn.Module, cfg) -> nn.Module:
 
     On a CUDA device: frozen BatchNorms are folded into their convolutions
     (FOLD_FROZEN_BATCHNORM), the fused mask losses are installed in the model's criterion
-    (FUSED_MASK_LOSSES), deformable attention takes its compiled path (FAST_DEFORMABLE_ATTENTION),
+    (FUSED_MASK_LOSSES), deformable attention takes its compiled path (FAST_DEFORMABLE_ATTENTION)
+    or its Triton kernels (TRITON_DEFORMABLE_ATTENTION, which wins where both are set),
     and a MaskFormer is wrapped in AcceleratedMaskFormer for CUDA graphs
     (TRAIN_CUDA_GRAPH, TEST_CUDA_GRAPH, CUDA_GRAPH_MAX_SHAPES) and compilation (COMPILE). Elsewhere,
     or with ACCELERATION.ENABLED False, `model` itself is returned. Keep `model` for checkpoints.
@@ -102,6 +106,8 @@ def accelerate(model: nn.Module, cfg) -> nn.Module:
         model.criterion.mask_losses = FusedMaskLosses()
     if accel.FAST_DEFORMABLE_ATTENTION:
         use_fast_ms_deform_attn(model)
+    if accel.TRITON_DEFORMABLE_ATTENTION:
+        use_triton_ms_deform_attn(model)
     wants_network_paths = accel.TRAIN_CUDA_GRAPH or accel.TEST_CUDA_GRAPH or accel.COMPILE
     if not wants_network_paths:
         return model

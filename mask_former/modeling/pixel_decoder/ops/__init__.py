@@ -4,6 +4,8 @@ from .ms_deform_attn import (
     ms_deform_attn,
     ms_deform_attn_pytorch,
     use_fast_ms_deform_attn,
+    use_triton_ms_deform_attn,
 )
 
-__all__ = ["MSDeformAttn", "ms_deform_attn", "ms_deform_attn_pytorch", "use_fast_ms_deform_attn"]
+__all__ = ["MSDeformAttn", "ms_deform_attn", "ms_deform_attn_pytorch", "use_fast_ms_deform_attn",
+           "use_triton_ms_deform_attn"]

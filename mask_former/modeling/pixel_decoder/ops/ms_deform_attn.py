@@ -6,10 +6,11 @@ by bilinear interpolation and summed with weights predicted from the query (a so
 levels and points of a head).
 
 No compiled extension: `ms_deform_attn_pytorch` samples with `F.grid_sample` on every device, as
-the official `ms_deform_attn_core_pytorch` (which the official CUDA op equals). The fast path,
-`ms_deform_attn(..., fast=True)`, runs the same function through torch.compile (fused kernels on
-a GPU); an `MSDeformAttn` takes it when its `fast` attribute is set, for example by
-`use_fast_ms_deform_attn(model)`. Nothing switches it on by itself.
+the official `ms_deform_attn_core_pytorch` (which the official CUDA op equals). Two fast paths
+compute the same function on a GPU: `ms_deform_attn(..., fast=True)` through torch.compile, and
+`ms_deform_attn(..., triton=True)` through Triton kernels written like the official CUDA op
+(ms_deform_attn_triton.py). An `MSDeformAttn` takes them when its `fast` or `triton` attribute is
+set, for example by `use_fast_ms_deform_attn(model)`. Nothing switches them on by itself.
 
 Shapes: B images, L levels of (H_l, W_l) pixels, S = sum_l H_l * W_l, M heads of D channels,
 Lq queries, P points per head and level.
@@ -105,8 +106,17 @@ def _compiled_ms_deform_attn() -> Callable:
 
 def ms_deform_attn(value: torch.Tensor, spatial_shapes: SpatialShapes,
                    level_start_index: LevelStarts, sampling_locations: torch.Tensor,
-                   attention_weights: torch.Tensor, fast: bool = False) -> torch.Tensor:
-    """`ms_deform_attn_pytorch` (same arguments and result), through torch.compile if `fast`."""
+                   attention_weights: torch.Tensor, fast: bool = False,
+                   triton: bool = False) -> torch.Tensor:
+    """`ms_deform_attn_pytorch` (same arguments and result), through torch.compile if `fast`, or
+    through the Triton kernels of ms_deform_attn_triton.py if `triton` and on a GPU (a float32
+    result, as autocast's grid_sample gives)."""
+    if triton and value.is_cuda:
+        from .ms_deform_attn_triton import ms_deform_attn_triton
+
+        shapes, starts = _size_pairs(spatial_shapes), _starts(level_start_index)
+        _check_levels(shapes, starts, value.shape[1], sampling_locations.shape[3])
+        return ms_deform_attn_triton(value, shapes, starts, sampling_locations, attention_weights)
     function = _compiled_ms_deform_attn() if fast else ms_deform_attn_pytorch
     return function(value, spatial_shapes, level_start_index, sampling_locations,
                     attention_weights)
@@ -120,7 +130,8 @@ class MSDeformAttn(nn.Module):
         d_model: channels C of queries and values, M * D.
         n_levels: L; n_heads: M; n_points: P.
         fast: take the torch.compile path of `ms_deform_attn` (same results within float32
-            rounding); an attribute that can be set later too.
+            rounding); an attribute that can be set later too, as `triton` (the Triton kernels,
+            on a GPU; set by `use_triton_ms_deform_attn`).
     """
 
     def __init__(self, d_model: int = 256, n_levels: int = 4, n_heads: int = 8, n_points: int = 4,
@@ -134,6 +145,7 @@ class MSDeformAttn(nn.Module):
         self.n_heads = n_heads
         self.n_points = n_points
         self.fast = fast
+        self.triton = False
         self.sampling_offsets = nn.Linear(d_model, n_heads * n_levels * n_points * 2)
         self.attention_weights = nn.Linear(d_model, n_heads * n_levels * n_points)
         self.value_proj = nn.Linear(d_model, d_model)
@@ -187,7 +199,7 @@ class MSDeformAttn(nn.Module):
         sampling_locations = (reference_points[:, :, None, :, None, :]
                               + offsets / normalizer[None, None, None, :, None, :])
         output = ms_deform_attn(value, shapes, level_start_index, sampling_locations, weights,
-                                fast=self.fast)
+                                fast=self.fast, triton=self.triton)
         return self.output_proj(output)
 
 
@@ -196,4 +208,12 @@ def use_fast_ms_deform_attn(model: nn.Module, enabled: bool = True) -> int:
     modules = [m for m in model.modules() if isinstance(m, MSDeformAttn)]
     for module in modules:
         module.fast = enabled
+    return len(modules)
+
+
+def use_triton_ms_deform_attn(model: nn.Module, enabled: bool = True) -> int:
+    """Sets `triton` on every MSDeformAttn in `model`; returns how many there are."""
+    modules = [m for m in model.modules() if isinstance(m, MSDeformAttn)]
+    for module in modules:
+        module.triton = enabled
     return len(modules)
