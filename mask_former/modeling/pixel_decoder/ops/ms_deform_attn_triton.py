@@ -28,48 +28,64 @@ def _corner(value_ptr, base, row, col, height, width, start, heads, channels, d,
 
 
 @triton.jit
-def _ms_deform_attn_forward(value_ptr, shapes_ptr, starts_ptr, loc_ptr, attn_ptr, out_ptr,
-                            num_queries, total, heads, channels,
-                            LEVELS: tl.constexpr, POINTS: tl.constexpr,
-                            BLOCK_Q: tl.constexpr, BLOCK_D: tl.constexpr):
-    # program (query block, batch * head): value (B, S, M, D), loc (B, Lq, M, L, P, 2),
-    # attn (B, Lq, M, L, P), out (B, Lq, M, D)
+def _program(num_queries, total, heads, channels, LEVELS: tl.constexpr, POINTS: tl.constexpr,
+             BLOCK_Q: tl.constexpr, BLOCK_D: tl.constexpr):
+    """This program's block of queries of one (image, head), and its offsets: program (query
+    block, batch * head) over value (B, S, M, D), loc (B, Lq, M, L, P, 2), attn (B, Lq, M, L, P),
+    out (B, Lq, M, D)."""
     q = tl.program_id(0) * BLOCK_Q + tl.arange(0, BLOCK_Q)
     bm = tl.program_id(1)
     b = bm // heads
     m = bm % heads
-    q_mask = q < num_queries
     d = tl.arange(0, BLOCK_D)
-    d_mask = d < channels
-    # value offset of (b, pixel 0, m, 0); pixels are added per corner
+    # value offset of (b, pixel 0, m, channel 0); each corner adds its pixel
     base = tl.zeros([BLOCK_Q], dtype=tl.int64) + (b.to(tl.int64) * total * heads + m) * channels
     point_index = ((b * num_queries + q) * heads + m) * (LEVELS * POINTS)  # (BLOCK_Q,)
+    out_offsets = (((b * num_queries + q) * heads + m) * channels)[:, None] + d[None, :]
+    return q < num_queries, d, d < channels, base, point_index, out_offsets
+
+
+@triton.jit
+def _sample_point(value_ptr, loc_ptr, attn_ptr, index, q_mask, base, height, width, start,
+                  heads, channels, d, d_mask):
+    """One sampling point of each query: its attention weight, its fractional position (lx, ly)
+    between pixel centres, and its four neighbours' values, offsets and validity."""
+    loc_x = tl.load(loc_ptr + 2 * index, mask=q_mask, other=-2.0).to(tl.float32)
+    loc_y = tl.load(loc_ptr + 2 * index + 1, mask=q_mask, other=-2.0).to(tl.float32)
+    a = tl.load(attn_ptr + index, mask=q_mask, other=0.0).to(tl.float32)
+    # grid_sample's pixel coordinates (align_corners=False): pixel centres at integers
+    x = loc_x * width - 0.5
+    y = loc_y * height - 0.5
+    x0f = tl.floor(x)
+    y0f = tl.floor(y)
+    x0 = x0f.to(tl.int32)
+    y0 = y0f.to(tl.int32)
+    v00, o00, k00 = _corner(value_ptr, base, y0, x0, height, width, start, heads, channels, d, d_mask)
+    v01, o01, k01 = _corner(value_ptr, base, y0, x0 + 1, height, width, start, heads, channels, d, d_mask)
+    v10, o10, k10 = _corner(value_ptr, base, y0 + 1, x0, height, width, start, heads, channels, d, d_mask)
+    v11, o11, k11 = _corner(value_ptr, base, y0 + 1, x0 + 1, height, width, start, heads, channels, d, d_mask)
+    return a, x - x0f, y - y0f, v00, v01, v10, v11, o00, o01, o10, o11, k00, k01, k10, k11
+
+
+@triton.jit
+def _ms_deform_attn_forward(value_ptr, shapes_ptr, starts_ptr, loc_ptr, attn_ptr, out_ptr,
+                            num_queries, total, heads, channels,
+                            LEVELS: tl.constexpr, POINTS: tl.constexpr,
+                            BLOCK_Q: tl.constexpr, BLOCK_D: tl.constexpr):
+    q_mask, d, d_mask, base, point_index, out_offsets = _program(
+        num_queries, total, heads, channels, LEVELS, POINTS, BLOCK_Q, BLOCK_D)
     acc = tl.zeros([BLOCK_Q, BLOCK_D], dtype=tl.float32)
     for level in tl.static_range(LEVELS):
         height = tl.load(shapes_ptr + 2 * level)
         width = tl.load(shapes_ptr + 2 * level + 1)
         start = tl.load(starts_ptr + level)
         for point in tl.static_range(POINTS):
-            index = point_index + level * POINTS + point
-            loc_x = tl.load(loc_ptr + 2 * index, mask=q_mask, other=-2.0).to(tl.float32)
-            loc_y = tl.load(loc_ptr + 2 * index + 1, mask=q_mask, other=-2.0).to(tl.float32)
-            a = tl.load(attn_ptr + index, mask=q_mask, other=0.0).to(tl.float32)
-            x = loc_x * width - 0.5
-            y = loc_y * height - 0.5
-            x0f = tl.floor(x)
-            y0f = tl.floor(y)
-            lx = x - x0f
-            ly = y - y0f
-            x0 = x0f.to(tl.int32)
-            y0 = y0f.to(tl.int32)
-            v00, _, _ = _corner(value_ptr, base, y0, x0, height, width, start, heads, channels, d, d_mask)
-            v01, _, _ = _corner(value_ptr, base, y0, x0 + 1, height, width, start, heads, channels, d, d_mask)
-            v10, _, _ = _corner(value_ptr, base, y0 + 1, x0, height, width, start, heads, channels, d, d_mask)
-            v11, _, _ = _corner(value_ptr, base, y0 + 1, x0 + 1, height, width, start, heads, channels, d, d_mask)
+            a, lx, ly, v00, v01, v10, v11, _, _, _, _, _, _, _, _ = _sample_point(
+                value_ptr, loc_ptr, attn_ptr, point_index + level * POINTS + point, q_mask, base,
+                height, width, start, heads, channels, d, d_mask)
             sampled = ((1 - ly) * (1 - lx))[:, None] * v00 + ((1 - ly) * lx)[:, None] * v01 \
                 + (ly * (1 - lx))[:, None] * v10 + (ly * lx)[:, None] * v11
             acc += a[:, None] * sampled
-    out_offsets = (((b * num_queries + q) * heads + m) * channels)[:, None] + d[None, :]
     tl.store(out_ptr + out_offsets, acc, mask=q_mask[:, None] & d_mask[None, :])
 
 
@@ -79,16 +95,8 @@ def _ms_deform_attn_backward(value_ptr, shapes_ptr, starts_ptr, loc_ptr, attn_pt
                              num_queries, total, heads, channels,
                              LEVELS: tl.constexpr, POINTS: tl.constexpr,
                              BLOCK_Q: tl.constexpr, BLOCK_D: tl.constexpr):
-    q = tl.program_id(0) * BLOCK_Q + tl.arange(0, BLOCK_Q)
-    bm = tl.program_id(1)
-    b = bm // heads
-    m = bm % heads
-    q_mask = q < num_queries
-    d = tl.arange(0, BLOCK_D)
-    d_mask = d < channels
-    base = tl.zeros([BLOCK_Q], dtype=tl.int64) + (b.to(tl.int64) * total * heads + m) * channels
-    point_index = ((b * num_queries + q) * heads + m) * (LEVELS * POINTS)
-    out_offsets = (((b * num_queries + q) * heads + m) * channels)[:, None] + d[None, :]
+    q_mask, d, d_mask, base, point_index, out_offsets = _program(
+        num_queries, total, heads, channels, LEVELS, POINTS, BLOCK_Q, BLOCK_D)
     grad_out = tl.load(grad_out_ptr + out_offsets, mask=q_mask[:, None] & d_mask[None, :],
                        other=0.0).to(tl.float32)
     for level in tl.static_range(LEVELS):
@@ -97,23 +105,11 @@ def _ms_deform_attn_backward(value_ptr, shapes_ptr, starts_ptr, loc_ptr, attn_pt
         start = tl.load(starts_ptr + level)
         for point in tl.static_range(POINTS):
             index = point_index + level * POINTS + point
-            loc_x = tl.load(loc_ptr + 2 * index, mask=q_mask, other=-2.0).to(tl.float32)
-            loc_y = tl.load(loc_ptr + 2 * index + 1, mask=q_mask, other=-2.0).to(tl.float32)
-            a = tl.load(attn_ptr + index, mask=q_mask, other=0.0).to(tl.float32)
-            x = loc_x * width - 0.5
-            y = loc_y * height - 0.5
-            x0f = tl.floor(x)
-            y0f = tl.floor(y)
-            lx = x - x0f
-            ly = y - y0f
+            a, lx, ly, v00, v01, v10, v11, o00, o01, o10, o11, k00, k01, k10, k11 = _sample_point(
+                value_ptr, loc_ptr, attn_ptr, index, q_mask, base, height, width, start, heads,
+                channels, d, d_mask)
             hx = 1 - lx
             hy = 1 - ly
-            x0 = x0f.to(tl.int32)
-            y0 = y0f.to(tl.int32)
-            v00, o00, k00 = _corner(value_ptr, base, y0, x0, height, width, start, heads, channels, d, d_mask)
-            v01, o01, k01 = _corner(value_ptr, base, y0, x0 + 1, height, width, start, heads, channels, d, d_mask)
-            v10, o10, k10 = _corner(value_ptr, base, y0 + 1, x0, height, width, start, heads, channels, d, d_mask)
-            v11, o11, k11 = _corner(value_ptr, base, y0 + 1, x0 + 1, height, width, start, heads, channels, d, d_mask)
             sampled = (hy * hx)[:, None] * v00 + (hy * lx)[:, None] * v01 \
                 + (ly * hx)[:, None] * v10 + (ly * lx)[:, None] * v11
             # d out / d attention weight = the sample
@@ -121,10 +117,9 @@ def _ms_deform_attn_backward(value_ptr, shapes_ptr, starts_ptr, loc_ptr, attn_pt
             # d out / d location, through the corner weights (x = loc_x * W - 0.5)
             d_x = hy[:, None] * (v01 - v00) + ly[:, None] * (v11 - v10)
             d_y = hx[:, None] * (v10 - v00) + lx[:, None] * (v11 - v01)
-            grad_x = a * tl.sum(grad_out * d_x, 1) * width
-            grad_y = a * tl.sum(grad_out * d_y, 1) * height
-            tl.store(grad_loc_ptr + 2 * index, grad_x, mask=q_mask)
-            tl.store(grad_loc_ptr + 2 * index + 1, grad_y, mask=q_mask)
+            tl.store(grad_loc_ptr + 2 * index, a * tl.sum(grad_out * d_x, 1) * width, mask=q_mask)
+            tl.store(grad_loc_ptr + 2 * index + 1, a * tl.sum(grad_out * d_y, 1) * height,
+                     mask=q_mask)
             # d out / d value: each corner gets its weight times the output gradient
             weighted = a[:, None] * grad_out
             tl.atomic_add(grad_value_ptr + o00, (hy * hx)[:, None] * weighted, mask=k00)
