@@ -15,6 +15,7 @@ def test_benchmark_prints_one_json_line_per_case_and_precision():
         "--device", "cpu", "--precision", "fp32", "bf16", "--batch-size", "2", "--crop", "64",
         "--infer-size", "64", "96", "--infer-batch-size", "2", "--iters", "2", "--warmup", "1",
         "--loader-warmup", "1",
+        "--cases", "train_synthetic", "train_loader", "infer_b1", "infer_batched", "loader_only",
         "--datasets-root", str(shared_path()),
         "INPUT.CROP.SIZE", "(64, 64)", "INPUT.MIN_SIZE_TRAIN", "(72,)", "INPUT.MAX_SIZE_TRAIN", "128",
         "DATALOADER.NUM_WORKERS", "0",
@@ -25,7 +26,7 @@ def test_benchmark_prints_one_json_line_per_case_and_precision():
     cases = {(line["case"], line["precision"]) for line in lines}
     assert cases == {(case, precision)
                      for case in ("train_synthetic", "train_loader", "infer_b1", "infer_batched")
-                     for precision in ("fp32", "bf16")}
+                     for precision in ("fp32", "bf16")} | {("loader_only", "-")}
     for line in lines:
         assert line["img_per_s"] > 0, line
         assert line["batch_size"] == (1 if line["case"] == "infer_b1" else 2)

@@ -8,6 +8,8 @@ Cases:
                     (--loader-dataset, default CamVid under --datasets-root)
   infer_b1          inference at batch 1 on INFER_H x INFER_W images
   infer_batched     inference at --infer-batch-size
+  loader_only       the real training loader alone, no model (not a default case): how fast it
+                    can feed train_loader; reported once, as precision "-"
 
 Each case runs in every --precision (fp32, bf16 autocast). Example, one GPU:
 
@@ -38,13 +40,14 @@ from mask_former.errors import UserError
 from mask_former.solver import build_optimizer
 
 CASES = ("train_synthetic", "train_loader", "infer_b1", "infer_batched")
+EXTRA_CASES = ("loader_only",)
 CONFIG_KEY = re.compile(r"^[A-Z][A-Z0-9_]*(\.[A-Z0-9_]+)+$")
 
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config-file", default="configs/ade20k/maskformer_R50.yaml")
-    parser.add_argument("--cases", nargs="+", default=list(CASES), choices=CASES)
+    parser.add_argument("--cases", nargs="+", default=list(CASES), choices=CASES + EXTRA_CASES)
     parser.add_argument("--precision", nargs="+", default=["fp32"], choices=["fp32", "bf16"])
     parser.add_argument("--batch-size", type=int, default=8, help="training images per step")
     parser.add_argument("--crop", type=int, default=512, help="synthetic training image size")
@@ -443,7 +446,29 @@ def build_loader_cfg(cfg, args):
     return loader_cfg
 
 
+def real_training_loader(cfg, args):
+    """The config's training loader over --loader-dataset, its batches pinned as the trainer's."""
+    os.environ["DETECTRON2_DATASETS"] = args.datasets_root
+    from mask_former.data import build_train_loader
+
+    return pin_batches(build_train_loader(build_loader_cfg(cfg, args)), cfg)
+
+
+def time_loader(cfg, args) -> Dict:
+    """Batches per second of the real training loader with nothing else running."""
+    batches = iter(real_training_loader(cfg, args))
+    for i in range(args.loader_warmup + args.iters):
+        if i == args.loader_warmup:
+            start = time.perf_counter()
+        next(batches)
+    elapsed = time.perf_counter() - start
+    return {"img_per_s": round(args.iters * args.batch_size / elapsed, 2), "peak_mem_gib": None,
+            "batch_size": args.batch_size}
+
+
 def run_case(case: str, precision: str, cfg, args) -> Dict:
+    if case == "loader_only":
+        return time_loader(cfg, args)
     torch.manual_seed(0)
     eager = build_model(cfg)
     if args.channels_last:
@@ -459,10 +484,7 @@ def run_case(case: str, precision: str, cfg, args) -> Dict:
             if args.device.startswith("cuda"):  # as the training loader delivers them
                 batches = [pin_batch(batch) for batch in batches]
         else:
-            os.environ["DETECTRON2_DATASETS"] = args.datasets_root
-            from mask_former.data import build_train_loader
-
-            batches = pin_batches(build_train_loader(build_loader_cfg(cfg, args)), cfg)
+            batches = real_training_loader(cfg, args)
             warmup = args.loader_warmup
         result = time_training(model, optimizer, batches, args, precision, warmup)
         result["batch_size"] = args.batch_size
@@ -485,7 +507,7 @@ def main(argv=None) -> List[Dict]:
                    else f"cpu x{torch.get_num_threads()}")
     results = []
     for case in args.cases:
-        for precision in args.precision:
+        for precision in (["-"] if case in EXTRA_CASES else args.precision):
             result = {"case": case, "precision": precision, "config": args.config_file,
                       "device": device_name, "torch": torch.__version__,
                       "code": args.label, "overrides": args.opts,
