@@ -20,6 +20,7 @@ from helpers import registered_dataset, save_png
 from mask_former import add_mask_former_config
 from mask_former.data.build import build_train_loader
 from mask_former.data.dataset_mappers import MaskFormerSemanticDatasetMapper
+from mask_former.data.io import DataError
 from mask_former.data.gpu_augmentation import (
     GPUAugmentedLoader,
     GPUSemanticAugmentation,
@@ -165,18 +166,27 @@ def test_gpu_augmentation_is_distributed_as_the_cpu_mapper(tmp_path, max_area):
             assert ks_2samp(cpu_features[:, k], features[:, k]).pvalue < 1e-3, left_out.__name__
 
 
+def _loader_cfg(name: str, batch_size: int):
+    """The GPU-augmented training loader's config, read in this process."""
+    cfg = _cfg(name)
+    cfg.INPUT.GPU_AUGMENTATION = True
+    cfg.DATALOADER.NUM_WORKERS = 0
+    cfg.SOLVER.IMS_PER_BATCH = batch_size
+    return cfg
+
+
 def test_build_train_loader_takes_the_gpu_path(tmp_path):
     dicts = _write_dataset(tmp_path)
     with registered_dataset("gpu_aug_test_train", dicts, ignore_label=IGNORE,
                             stuff_classes=["a", "b", "c"]):
-        cfg = _cfg("gpu_aug_test_train")
-        cfg.INPUT.GPU_AUGMENTATION = True
-        cfg.DATALOADER.NUM_WORKERS = 0
-        cfg.SOLVER.IMS_PER_BATCH = 2
+        cfg = _loader_cfg("gpu_aug_test_train", batch_size=2)
         loader = build_train_loader(cfg)
         assert isinstance(loader, GPUAugmentedLoader)
         batch = next(iter(loader))
         assert len(batch) == 2 and batch[0]["image"].shape == (3, 64, 64)
+        # The workers read and check entries as the CPU mapper does.
+        with pytest.raises(DataError, match="has 'annotations'"):
+            SemanticDecodeMapper(cfg, True)(dict(dicts[0], annotations=[]))
         cfg.INPUT.DATASET_MAPPER_NAME = "mask_former_panoptic"
         with pytest.raises(ValueError, match="INPUT.GPU_AUGMENTATION supports"):
             build_train_loader(cfg)
@@ -198,10 +208,7 @@ def test_the_loader_on_a_gpu_augments_as_on_the_cpu(tmp_path):
     dicts = _write_dataset(tmp_path)
     with registered_dataset("gpu_aug_test_train", dicts, ignore_label=IGNORE,
                             stuff_classes=["a", "b", "c"]):
-        cfg = _cfg("gpu_aug_test_train")
-        cfg.INPUT.GPU_AUGMENTATION = True
-        cfg.DATALOADER.NUM_WORKERS = 0
-        cfg.SOLVER.IMS_PER_BATCH = 4
+        cfg = _loader_cfg("gpu_aug_test_train", batch_size=4)
         on_cpu = _loader_batches(cfg, "cpu")
         on_gpu = _loader_batches(cfg, "cuda")
     for cpu_batch, gpu_batch in zip(on_cpu, on_gpu):

@@ -334,7 +334,6 @@ def profile_phases(model, optimizer, batches, args, precision: str) -> List[Dict
     """Per phase of a training step of `model` (the eager MaskFormer, with the accelerated losses
     and attention it was given): its GFLOP, and its device ms and TFLOP/s over 3 eager steps under
     torch.profiler."""
-    import json as json_module
     import tempfile
 
     model.train()
@@ -349,7 +348,7 @@ def profile_phases(model, optimizer, batches, args, precision: str) -> List[Dict
         path = os.path.join(tmp, "trace.json")
         profiler.export_chrome_trace(path)
         with open(path) as f:
-            times = phase_device_times(json_module.load(f))
+            times = phase_device_times(json.load(f))
     rows = []
     for name in PHASES + ("other",):
         ms = times.get(name, {}).get("ms", 0.0) / steps

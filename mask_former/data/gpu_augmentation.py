@@ -19,7 +19,6 @@ augmentations to the batch on the training device (GPUSemanticAugmentation):
 The results are not bit-identical to the CPU mapper's (other random streams, float resampling
 rounding), but distributed the same: tests/test_gpu_augmentation.py compares the two.
 """
-import copy
 import random
 from typing import Dict, Iterable, List, Optional
 
@@ -36,7 +35,7 @@ from .dataset_mappers.mask_former_semantic_dataset_mapper import (
     build_semantic_augmentations,
     train_metadata,
 )
-from .io import entry_error, pad_to_multiple, read_dataset_image
+from .io import pad_to_multiple
 
 CONFIG_KEY = "INPUT.GPU_AUGMENTATION"
 
@@ -49,11 +48,7 @@ class SemanticDecodeMapper(MaskFormerSemanticDatasetMapper):
     """
 
     def __call__(self, dataset_dict: Dict) -> Dict:
-        dataset_dict = copy.deepcopy(dataset_dict)
-        image = read_dataset_image(dataset_dict, self.img_format)
-        if "sem_seg_file_name" not in dataset_dict:
-            raise entry_error(dataset_dict, "has no 'sem_seg_file_name'")
-        label = self._read_label_map(dataset_dict.pop("sem_seg_file_name"), dataset_dict, image)
+        dataset_dict, image, label = self.read(dataset_dict)
         dataset_dict["image"] = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))
         dataset_dict["sem_seg"] = torch.from_numpy(label.astype(np.int32))
         return dataset_dict

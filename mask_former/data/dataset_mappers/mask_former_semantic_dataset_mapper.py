@@ -122,7 +122,9 @@ class MaskFormerSemanticDatasetMapper(TrainingDatasetMapper):
             "num_classes": len(stuff_classes) if stuff_classes is not None else None,
         }
 
-    def __call__(self, dataset_dict: Dict) -> Dict:
+    def read(self, dataset_dict: Dict):
+        """A copy of the entry (without "sem_seg_file_name"), its checked image (H, W, 3) and its
+        label map as `_read_label_map` gives it."""
         dataset_dict = copy.deepcopy(dataset_dict)  # the caller's dict is reused every epoch
         image = read_dataset_image(dataset_dict, self.img_format)
         if "sem_seg_file_name" not in dataset_dict:
@@ -131,7 +133,10 @@ class MaskFormerSemanticDatasetMapper(TrainingDatasetMapper):
             raise entry_error(dataset_dict, "has 'annotations'; for semantic segmentation it "
                               "should have only a label map ('sem_seg_file_name')")
         sem_seg = self._read_label_map(dataset_dict.pop("sem_seg_file_name"), dataset_dict, image)
+        return dataset_dict, image, sem_seg
 
+    def __call__(self, dataset_dict: Dict) -> Dict:
+        dataset_dict, image, sem_seg = self.read(dataset_dict)
         aug_input = T.AugInput(image, sem_seg=sem_seg)
         T.apply_augmentations(self.tfm_gens, aug_input)
         image_tensor, sem_seg_tensor = self._pad(aug_input.image, aug_input.sem_seg)

@@ -203,17 +203,18 @@ class MSDeformAttn(nn.Module):
         return self.output_proj(output)
 
 
-def use_fast_ms_deform_attn(model: nn.Module, enabled: bool = True) -> int:
-    """Sets `fast` on every MSDeformAttn in `model`; returns how many there are."""
+def _set_on_every_ms_deform_attn(model: nn.Module, attribute: str, enabled: bool) -> int:
     modules = [m for m in model.modules() if isinstance(m, MSDeformAttn)]
     for module in modules:
-        module.fast = enabled
+        setattr(module, attribute, enabled)
     return len(modules)
+
+
+def use_fast_ms_deform_attn(model: nn.Module, enabled: bool = True) -> int:
+    """Sets `fast` on every MSDeformAttn in `model`; returns how many there are."""
+    return _set_on_every_ms_deform_attn(model, "fast", enabled)
 
 
 def use_triton_ms_deform_attn(model: nn.Module, enabled: bool = True) -> int:
     """Sets `triton` on every MSDeformAttn in `model`; returns how many there are."""
-    modules = [m for m in model.modules() if isinstance(m, MSDeformAttn)]
-    for module in modules:
-        module.triton = enabled
-    return len(modules)
+    return _set_on_every_ms_deform_attn(model, "triton", enabled)

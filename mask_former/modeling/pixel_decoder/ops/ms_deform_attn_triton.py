@@ -48,8 +48,9 @@ def _program(num_queries, total, heads, channels, LEVELS: tl.constexpr, POINTS: 
 @triton.jit
 def _sample_point(value_ptr, loc_ptr, attn_ptr, index, q_mask, base, height, width, start,
                   heads, channels, d, d_mask):
-    """One sampling point of each query: its attention weight, its fractional position (lx, ly)
-    between pixel centres, and its four neighbours' values, offsets and validity."""
+    """One sampling point of each query: its attention weight, its bilinear sample (BLOCK_Q,
+    BLOCK_D), its fractional position (lx, ly) between pixel centres, and its four neighbours'
+    values, offsets and validity."""
     loc_x = tl.load(loc_ptr + 2 * index, mask=q_mask, other=-2.0).to(tl.float32)
     loc_y = tl.load(loc_ptr + 2 * index + 1, mask=q_mask, other=-2.0).to(tl.float32)
     a = tl.load(attn_ptr + index, mask=q_mask, other=0.0).to(tl.float32)
@@ -64,7 +65,11 @@ def _sample_point(value_ptr, loc_ptr, attn_ptr, index, q_mask, base, height, wid
     v01, o01, k01 = _corner(value_ptr, base, y0, x0 + 1, height, width, start, heads, channels, d, d_mask)
     v10, o10, k10 = _corner(value_ptr, base, y0 + 1, x0, height, width, start, heads, channels, d, d_mask)
     v11, o11, k11 = _corner(value_ptr, base, y0 + 1, x0 + 1, height, width, start, heads, channels, d, d_mask)
-    return a, x - x0f, y - y0f, v00, v01, v10, v11, o00, o01, o10, o11, k00, k01, k10, k11
+    lx = x - x0f
+    ly = y - y0f
+    sampled = ((1 - ly) * (1 - lx))[:, None] * v00 + ((1 - ly) * lx)[:, None] * v01 \
+        + (ly * (1 - lx))[:, None] * v10 + (ly * lx)[:, None] * v11
+    return a, sampled, lx, ly, v00, v01, v10, v11, o00, o01, o10, o11, k00, k01, k10, k11
 
 
 @triton.jit
@@ -80,11 +85,9 @@ def _ms_deform_attn_forward(value_ptr, shapes_ptr, starts_ptr, loc_ptr, attn_ptr
         width = tl.load(shapes_ptr + 2 * level + 1)
         start = tl.load(starts_ptr + level)
         for point in tl.static_range(POINTS):
-            a, lx, ly, v00, v01, v10, v11, _, _, _, _, _, _, _, _ = _sample_point(
+            a, sampled, _, _, _, _, _, _, _, _, _, _, _, _, _, _ = _sample_point(
                 value_ptr, loc_ptr, attn_ptr, point_index + level * POINTS + point, q_mask, base,
                 height, width, start, heads, channels, d, d_mask)
-            sampled = ((1 - ly) * (1 - lx))[:, None] * v00 + ((1 - ly) * lx)[:, None] * v01 \
-                + (ly * (1 - lx))[:, None] * v10 + (ly * lx)[:, None] * v11
             acc += a[:, None] * sampled
     tl.store(out_ptr + out_offsets, acc, mask=q_mask[:, None] & d_mask[None, :])
 
@@ -105,13 +108,11 @@ def _ms_deform_attn_backward(value_ptr, shapes_ptr, starts_ptr, loc_ptr, attn_pt
         start = tl.load(starts_ptr + level)
         for point in tl.static_range(POINTS):
             index = point_index + level * POINTS + point
-            a, lx, ly, v00, v01, v10, v11, o00, o01, o10, o11, k00, k01, k10, k11 = _sample_point(
-                value_ptr, loc_ptr, attn_ptr, index, q_mask, base, height, width, start, heads,
-                channels, d, d_mask)
+            a, sampled, lx, ly, v00, v01, v10, v11, o00, o01, o10, o11, k00, k01, k10, k11 = \
+                _sample_point(value_ptr, loc_ptr, attn_ptr, index, q_mask, base, height, width,
+                              start, heads, channels, d, d_mask)
             hx = 1 - lx
             hy = 1 - ly
-            sampled = (hy * hx)[:, None] * v00 + (hy * lx)[:, None] * v01 \
-                + (ly * hx)[:, None] * v10 + (ly * lx)[:, None] * v11
             # d out / d attention weight = the sample
             tl.store(grad_attn_ptr + index, tl.sum(grad_out * sampled, 1), mask=q_mask)
             # d out / d location, through the corner weights (x = loc_x * W - 0.5)
