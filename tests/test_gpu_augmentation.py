@@ -21,6 +21,7 @@ from mask_former import add_mask_former_config
 from mask_former.data.build import build_train_loader
 from mask_former.data.dataset_mappers import MaskFormerSemanticDatasetMapper
 from mask_former.data.io import DataError
+from mask_former.errors import ConfigError
 from mask_former.data.gpu_augmentation import (
     GPUAugmentedLoader,
     GPUSemanticAugmentation,
@@ -188,7 +189,7 @@ def test_build_train_loader_takes_the_gpu_path(tmp_path):
         with pytest.raises(DataError, match="has 'annotations'"):
             SemanticDecodeMapper(cfg, True)(dict(dicts[0], annotations=[]))
         cfg.INPUT.DATASET_MAPPER_NAME = "mask_former_panoptic"
-        with pytest.raises(ValueError, match="INPUT.GPU_AUGMENTATION supports"):
+        with pytest.raises(ConfigError, match="INPUT.GPU_AUGMENTATION supports"):
             build_train_loader(cfg)
 
 

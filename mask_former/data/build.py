@@ -3,6 +3,7 @@ evaluation, with InferenceDatasetMapper."""
 import cv2
 from detectron2.data import build_detection_test_loader, build_detection_train_loader
 
+from ..errors import ConfigError
 from .dataset_check import check_num_classes
 from .gpu_augmentation import GPUAugmentedLoader, GPUSemanticAugmentation, SemanticDecodeMapper
 from .dataset_mappers import (
@@ -31,7 +32,7 @@ def build_train_loader(cfg):
     check_num_classes(cfg, test=False)
     name = cfg.INPUT.DATASET_MAPPER_NAME
     if name not in DATASET_MAPPERS:
-        raise ValueError(f"INPUT.DATASET_MAPPER_NAME={name!r}; choose one of {sorted(DATASET_MAPPERS)}")
+        raise ConfigError(f"INPUT.DATASET_MAPPER_NAME={name!r}; choose one of {sorted(DATASET_MAPPERS)}")
     check_num_classes(cfg)
     if cfg.DATALOADER.NUM_WORKERS > 0:
         # One OpenCV thread per worker: by default each worker process starts one per core, and
@@ -41,7 +42,7 @@ def build_train_loader(cfg):
         cv2.setNumThreads(1)
     if cfg.INPUT.GPU_AUGMENTATION:
         if name != "mask_former_semantic":
-            raise ValueError(f"INPUT.GPU_AUGMENTATION supports INPUT.DATASET_MAPPER_NAME "
+            raise ConfigError(f"INPUT.GPU_AUGMENTATION supports INPUT.DATASET_MAPPER_NAME "
                              f"'mask_former_semantic' only, not {name!r}; set it False")
         loader = build_detection_train_loader(cfg, mapper=SemanticDecodeMapper(cfg, True))
         return GPUAugmentedLoader(loader, GPUSemanticAugmentation(cfg))

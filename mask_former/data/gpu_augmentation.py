@@ -29,6 +29,7 @@ from detectron2.data import transforms as T
 from detectron2.projects.point_rend import ColorAugSSDTransform
 from detectron2.structures import Instances
 
+from ..errors import ConfigError
 from .dataset_mappers.mask_former_semantic_dataset_mapper import (
     IMAGE_PAD_VALUE,
     MaskFormerSemanticDatasetMapper,
@@ -147,7 +148,7 @@ class GPUSemanticAugmentation:
                 detectron2 seeds from SEED).
         """
         if cfg.INPUT.FORMAT not in ("RGB", "BGR"):
-            raise ValueError(f"{CONFIG_KEY}: INPUT.FORMAT must be RGB or BGR, got {cfg.INPUT.FORMAT!r}")
+            raise ConfigError(f"{CONFIG_KEY}: INPUT.FORMAT must be RGB or BGR, got {cfg.INPUT.FORMAT!r}")
         self.is_rgb = cfg.INPUT.FORMAT == "RGB"
         self.ignore_label = train_metadata(cfg).ignore_label
         self.size_divisibility = cfg.INPUT.SIZE_DIVISIBILITY
@@ -183,7 +184,7 @@ class GPUSemanticAugmentation:
             elif isinstance(tfm, T.HFlipTransform):
                 image, label = image.flip(-1), label.flip(-1)
             elif not isinstance(tfm, T.NoOpTransform):
-                raise ValueError(f"{CONFIG_KEY}: there is no GPU version of {type(tfm).__name__} "
+                raise ConfigError(f"{CONFIG_KEY}: there is no GPU version of {type(tfm).__name__} "
                                  f"(from {type(aug).__name__}); set {CONFIG_KEY} False")
         return image, label
 
