@@ -187,9 +187,10 @@ def add_acceleration_config(cfg: CN) -> None:
     # kernels) instead of the eager grid_sample path.
     cfg.ACCELERATION.FAST_DEFORMABLE_ATTENTION = False
     # Mask2Former's deformable attention through Triton kernels that read the values in their
-    # (B, S, M, D) layout, as the official CUDA op (ops/ms_deform_attn_triton.py). Off: its speed
-    # on a GPU is not measured yet.
-    cfg.ACCELERATION.TRITON_DEFORMABLE_ATTENTION = False
+    # (B, S, M, D) layout, as the official CUDA op (ops/ms_deform_attn_triton.py); wins over
+    # FAST_DEFORMABLE_ATTENTION. One H200, Mask2Former R50 training: 53.3 -> 64.0 img/s fp32,
+    # 69.4 -> 88.9 bf16 (docs/benchmarks.md).
+    cfg.ACCELERATION.TRITON_DEFORMABLE_ATTENTION = True
     # Training batches pinned in a background thread, copied to the GPU without a host wait.
     cfg.ACCELERATION.PINNED_BATCHES = True
     # AdamW's fused CUDA kernel.

@@ -302,12 +302,15 @@ def test_compiled_network_trains_like_eager():
     assert_within_noise(grads, expected[1], [n[1] for n in noisy], "compiled gradients")
 
 
-@pytest.mark.parametrize("attention_key", [None, "FAST_DEFORMABLE_ATTENTION", "TRITON_DEFORMABLE_ATTENTION"],
+@pytest.mark.parametrize("attention", [{"TRITON_DEFORMABLE_ATTENTION": "False"},
+                                       {"FAST_DEFORMABLE_ATTENTION": "True",
+                                        "TRITON_DEFORMABLE_ATTENTION": "False"},
+                                       {"TRITON_DEFORMABLE_ATTENTION": "True"}],
                          ids=["eager_attention", "compiled_attention", "triton_attention"])
-def test_accelerated_mask2former_trains_and_infers_like_eager(deterministic_cudnn, attention_key):
+def test_accelerated_mask2former_trains_and_infers_like_eager(deterministic_cudnn, attention):
     """Mask2Former's network (deformable attention, masked attention) replayed from CUDA graphs,
     its deformable attention eager, compiled or through the Triton kernels."""
-    cfg = _cfg(mask2former=True, **({f"ACCELERATION.{attention_key}": "True"} if attention_key else {}))
+    cfg = _cfg(mask2former=True, **{f"ACCELERATION.{key}": value for key, value in attention.items()})
     eager, fast = _twins(cfg)
     batch = tiny_batch(sizes=((96, 96), (96, 96)))
     for _ in range(2):  # records, then replays

@@ -9,12 +9,14 @@ Every path gives the eager path's numbers up to float32 rounding (tests/test_cud
 only where the model is on a CUDA device; elsewhere these calls return what they were given. A
 path that fails raises, naming the key that turns it off.
 """
+import importlib.util
 import logging
 from typing import Iterable, List
 
 import torch
 from torch import nn
 
+from ..errors import ConfigError
 from ..mask_former_model import MaskFormer
 from ..modeling.pixel_decoder.ops.ms_deform_attn import (
     use_fast_ms_deform_attn,
@@ -106,8 +108,11 @@ def accelerate(model: nn.Module, cfg) -> nn.Module:
         model.criterion.mask_losses = FusedMaskLosses()
     if accel.FAST_DEFORMABLE_ATTENTION:
         use_fast_ms_deform_attn(model)
-    if accel.TRITON_DEFORMABLE_ATTENTION:
-        use_triton_ms_deform_attn(model)
+    if (accel.TRITON_DEFORMABLE_ATTENTION and use_triton_ms_deform_attn(model)
+            and importlib.util.find_spec("triton") is None):
+        raise ConfigError("ACCELERATION.TRITON_DEFORMABLE_ATTENTION needs the triton package "
+                          "(installed with PyTorch's CUDA wheels on Linux): install it, or set "
+                          "the key False")
     wants_network_paths = accel.TRAIN_CUDA_GRAPH or accel.TEST_CUDA_GRAPH or accel.COMPILE
     if not wants_network_paths:
         return model
