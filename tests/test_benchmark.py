@@ -32,6 +32,10 @@ def test_benchmark_prints_one_json_line_per_case_and_precision():
         assert line["batch_size"] == (1 if line["case"] == "infer_b1" else 2)
         if line["case"].startswith("train"):
             assert line["final_loss"] > 0
+        if line["case"] in ("train_loader", "loader_only"):  # where the loader's time went
+            assert line["cpu"]["main_cpu_ms_per_step"] > 0 and 0 < line["cpu"]["machine_busy"] <= 1
+        if line["case"] == "train_loader":
+            assert line["data_wait_ms_per_step"] > 0
 
 
 def test_config_overrides_may_follow_the_precision_flag():
@@ -89,3 +93,29 @@ def test_phases_report_flops_and_time_of_each_phase():
     forward = sum(phases[n]["gflop"] for n in ("backbone", "pixel decoder", "transformer decoder"))
     assert 1.5 * forward < phases["backward"]["gflop"] < 2.5 * forward
     assert "| backbone |" in completed.stderr
+
+
+def test_cpu_use_counts_the_busy_child_processes():
+    """CpuUse (the loader cases' "cpu" field) sees a child process that spins as one busy core."""
+    import os
+    import time
+
+    import pytest
+
+    benchmark = _benchmark_module()
+    cpu = benchmark.CpuUse()
+    if not cpu.available:
+        pytest.skip("needs /proc (Linux)")
+    child = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        time.sleep(0.3)  # the interpreter's start-up, outside the window
+        cpu.start()
+        time.sleep(0.6)
+        use = cpu.result(steps=3)
+    finally:
+        child.kill()
+        child.wait()
+    assert use["child_processes"] >= 1
+    assert use["children_busy"] * use["child_processes"] > 0.5  # cores busy in children
+    assert 0 < use["machine_busy"] <= 1 and use["cores"] == os.cpu_count()
+    assert use["main_cpu_ms_per_step"] < 100  # the parent only slept

@@ -11,6 +11,12 @@ Cases:
   loader_only       the real training loader alone, no model (not a default case): how fast it
                     can feed train_loader; reported once, as precision "-"
 
+The two loader cases also say where the loader's time went: train_loader's
+"data_wait_ms_per_step" (time in next(loader)), and both cases' "cpu": the main process's CPU
+milliseconds a step, the share of a core each child process (the loader's workers) was busy,
+and the share of the machine's cores busy (Linux /proc; null elsewhere). Workers below one
+core on a busy machine lack CPU; idle workers on an idle machine wait for the consumer.
+
 Each case runs in every --precision (fp32, bf16 autocast). Example, one GPU:
 
     python tools/benchmark.py --config-file configs/ade20k/maskformer_R50.yaml \\
@@ -154,6 +160,63 @@ def autocast(device: str, precision: str):
     if precision == "fp32":
         return contextlib.nullcontext()
     return torch.autocast(device_type=device.split(":")[0], dtype=torch.bfloat16)
+
+
+def _proc_cpu_seconds(fields: List[str]) -> float:
+    """utime + stime of a /proc/PID/stat line split after its ')' (fields 14 and 15)."""
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class CpuUse:
+    """Where the CPUs went over a timed window, read from /proc (Linux; elsewhere `result`
+    gives None): this process (main thread, the pinning thread), its child processes (the
+    loader's workers) and the whole machine. Tells a loader whose workers lack CPU (the machine
+    busy, the workers below one core each) from one whose batches wait for the consumer (the
+    machine idle, the workers too)."""
+
+    def __init__(self):
+        self.available = os.path.exists("/proc/stat")
+
+    @staticmethod
+    def _children() -> Dict[int, float]:
+        parent, seconds = os.getpid(), {}
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit():
+                continue
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+            except (FileNotFoundError, ProcessLookupError):  # exited while listed
+                continue
+            if int(fields[1]) == parent:
+                seconds[int(entry)] = _proc_cpu_seconds(fields)
+        return seconds
+
+    @staticmethod
+    def _machine() -> tuple:
+        with open("/proc/stat") as f:
+            ticks = [int(x) for x in f.readline().split()[1:]]
+        idle = ticks[3] + ticks[4]  # idle + iowait
+        return sum(ticks) - idle, sum(ticks)
+
+    def start(self) -> None:
+        if self.available:
+            self.wall, self.main = time.perf_counter(), time.process_time()
+            self.children, self.machine = self._children(), self._machine()
+
+    def result(self, steps: int):
+        if not self.available:
+            return None
+        wall, main = time.perf_counter() - self.wall, time.process_time() - self.main
+        children = self._children()
+        alive = [pid for pid in children if pid in self.children]
+        worker_seconds = sum(children[pid] - self.children[pid] for pid in alive)
+        busy, total = (b - a for a, b in zip(self.machine, self._machine()))
+        return {"main_cpu_ms_per_step": round(1000 * main / steps, 2),
+                "child_processes": len(alive),
+                "children_busy": round(worker_seconds / (wall * len(alive)), 3) if alive else None,
+                "machine_busy": round(busy / total, 3) if total else None,
+                "cores": os.cpu_count()}
 
 
 def print_cprofile(step, args, title: str) -> None:
@@ -378,10 +441,17 @@ def time_training(model, optimizer, batches, args, precision: str, warmup: int) 
     model.train()
     batches = iter(batches) if not isinstance(batches, list) else batches
     counter = iter(range(10**9))
+    waited = 0.0  # seconds the timed steps spent in next(batches)
 
     def step():
+        nonlocal waited
         i = next(counter)
-        batch = batches[i % len(batches)] if isinstance(batches, list) else next(batches)
+        if isinstance(batches, list):
+            batch = batches[i % len(batches)]
+        else:
+            before = time.perf_counter()
+            batch = next(batches)
+            waited += time.perf_counter() - before
         with autocast(args.device, precision):
             losses = model(batch)
         loss = sum(losses.values())
@@ -390,16 +460,22 @@ def time_training(model, optimizer, batches, args, precision: str, warmup: int) 
         optimizer.step()
         return loss
 
+    cpu = CpuUse()
     for i in range(warmup + args.iters):
         if i == warmup:
             synchronize(args.device)
             reset_peak_memory(args.device)
             start = time.perf_counter()
+            cpu.start()
+            waited = 0.0
         loss = step()
     synchronize(args.device)
     elapsed = time.perf_counter() - start
     result = {"img_per_s": round(args.iters * args.batch_size / elapsed, 2),
               "peak_mem_gib": peak_memory_gib(args.device), "final_loss": round(loss.item(), 4)}
+    if not isinstance(batches, list):  # the real loader: how long steps waited for it, and why
+        result["data_wait_ms_per_step"] = round(1000 * waited / args.iters, 2)
+        result["cpu"] = cpu.result(args.iters)
     if args.profile:
         print_profile(step, args, f"training, {precision}")
     if args.cprofile:
@@ -456,13 +532,15 @@ def real_training_loader(cfg, args):
 def time_loader(cfg, args) -> Dict:
     """Batches per second of the real training loader with nothing else running."""
     batches = iter(real_training_loader(cfg, args))
+    cpu = CpuUse()
     for i in range(args.loader_warmup + args.iters):
         if i == args.loader_warmup:
             start = time.perf_counter()
+            cpu.start()
         next(batches)
     elapsed = time.perf_counter() - start
     return {"img_per_s": round(args.iters * args.batch_size / elapsed, 2), "peak_mem_gib": None,
-            "batch_size": args.batch_size}
+            "batch_size": args.batch_size, "cpu": cpu.result(args.iters)}
 
 
 def run_case(case: str, precision: str, cfg, args) -> Dict:
