@@ -1,8 +1,13 @@
 """tools/benchmark.py on the CPU with small sizes: every case runs and prints its JSON line."""
 import importlib.util
 import json
+import multiprocessing
+import os
 import subprocess
 import sys
+import time
+
+import pytest
 
 from conftest import REPO_ROOT, shared_path
 from tiny_models import TINY_MODEL_OPTS
@@ -95,27 +100,35 @@ def test_phases_report_flops_and_time_of_each_phase():
     assert "| backbone |" in completed.stderr
 
 
-def test_cpu_use_counts_the_busy_child_processes():
-    """CpuUse (the loader cases' "cpu" field) sees a child process that spins as one busy core."""
-    import os
-    import time
 
-    import pytest
+def _spin():
+    while True:
+        pass
 
+
+def test_cpu_use_counts_the_forked_workers_busy_and_nothing_else():
+    """CpuUse (the loader cases' "cpu" field) sees a forked child that spins as one busy core,
+    and leaves out a child that runs another program (as inductor's compile workers do)."""
     benchmark = _benchmark_module()
     cpu = benchmark.CpuUse()
     if not cpu.available:
         pytest.skip("needs /proc (Linux)")
-    child = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    forked = multiprocessing.get_context("fork").Process(target=_spin, daemon=True)
+    forked.start()
+    other = subprocess.Popen([sys.executable, "-c", "while True: pass"])
     try:
         time.sleep(0.3)  # the interpreter's start-up, outside the window
+        workers = cpu.workers()
         cpu.start()
         time.sleep(0.6)
         use = cpu.result(steps=3)
     finally:
-        child.kill()
-        child.wait()
-    assert use["child_processes"] >= 1
-    assert use["children_busy"] * use["child_processes"] > 0.5  # cores busy in children
+        forked.kill()
+        other.kill()
+        forked.join()
+        other.wait()
+    assert forked.pid in workers and other.pid not in workers
+    assert use["workers"] >= 1
+    assert use["workers_busy"] * use["workers"] > 0.5  # cores busy in the workers
     assert 0 < use["machine_busy"] <= 1 and use["cores"] == os.cpu_count()
     assert use["main_cpu_ms_per_step"] < 100  # the parent only slept

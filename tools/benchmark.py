@@ -13,9 +13,9 @@ Cases:
 
 The two loader cases also say where the loader's time went: train_loader's
 "data_wait_ms_per_step" (time in next(loader)), and both cases' "cpu": the main process's CPU
-milliseconds a step, the share of a core each child process (the loader's workers) was busy,
-and the share of the machine's cores busy (Linux /proc; null elsewhere). Workers below one
-core on a busy machine lack CPU; idle workers on an idle machine wait for the consumer.
+milliseconds a step, the share of a core each loader worker (a forked child process) was
+busy, and the share of the machine's cores busy (Linux /proc; null elsewhere). Workers below
+one core on a busy machine lack CPU; idle workers on an idle machine wait for the consumer.
 
 Each case runs in every --precision (fp32, bf16 autocast). Example, one GPU:
 
@@ -167,29 +167,41 @@ def _proc_cpu_seconds(fields: List[str]) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def _read_bytes(path: str) -> bytes:
+    with open(path, "rb") as f:
+        return f.read()
+
+
 class CpuUse:
     """Where the CPUs went over a timed window, read from /proc (Linux; elsewhere `result`
-    gives None): this process (main thread, the pinning thread), its child processes (the
-    loader's workers) and the whole machine. Tells a loader whose workers lack CPU (the machine
-    busy, the workers below one core each) from one whose batches wait for the consumer (the
-    machine idle, the workers too)."""
+    gives None): this process (main thread, the pinning thread), the loader's workers and the
+    whole machine. Tells a loader whose workers lack CPU (the machine busy, the workers below
+    one core each) from one whose batches wait for the consumer (the machine idle, the workers
+    too).
+
+    Workers are the child processes forked from this one, which keep its command line; other
+    children, such as inductor's compile workers (a fresh interpreter each), are left out, as
+    their idle time would dilute the workers' share. (A loader started through forkserver or
+    spawn has no such children: its workers are not counted.)"""
 
     def __init__(self):
         self.available = os.path.exists("/proc/stat")
 
     @staticmethod
-    def _children() -> Dict[int, float]:
+    def workers() -> Dict[int, float]:
+        """CPU seconds so far of each child process forked from this one, by pid."""
         parent, seconds = os.getpid(), {}
+        command = _read_bytes("/proc/self/cmdline")
         for entry in os.listdir("/proc"):
             if not entry.isdigit():
                 continue
             try:
-                with open(f"/proc/{entry}/stat") as f:
-                    fields = f.read().rsplit(")", 1)[1].split()
+                fields = _read_bytes(f"/proc/{entry}/stat").decode().rsplit(")", 1)[1].split()
+                if int(fields[1]) != parent or _read_bytes(f"/proc/{entry}/cmdline") != command:
+                    continue
             except (FileNotFoundError, ProcessLookupError):  # exited while listed
                 continue
-            if int(fields[1]) == parent:
-                seconds[int(entry)] = _proc_cpu_seconds(fields)
+            seconds[int(entry)] = _proc_cpu_seconds(fields)
         return seconds
 
     @staticmethod
@@ -202,19 +214,19 @@ class CpuUse:
     def start(self) -> None:
         if self.available:
             self.wall, self.main = time.perf_counter(), time.process_time()
-            self.children, self.machine = self._children(), self._machine()
+            self.children, self.machine = self.workers(), self._machine()
 
     def result(self, steps: int):
         if not self.available:
             return None
         wall, main = time.perf_counter() - self.wall, time.process_time() - self.main
-        children = self._children()
+        children = self.workers()
         alive = [pid for pid in children if pid in self.children]
         worker_seconds = sum(children[pid] - self.children[pid] for pid in alive)
         busy, total = (b - a for a, b in zip(self.machine, self._machine()))
         return {"main_cpu_ms_per_step": round(1000 * main / steps, 2),
-                "child_processes": len(alive),
-                "children_busy": round(worker_seconds / (wall * len(alive)), 3) if alive else None,
+                "workers": len(alive),
+                "workers_busy": round(worker_seconds / (wall * len(alive)), 3) if alive else None,
                 "machine_busy": round(busy / total, 3) if total else None,
                 "cores": os.cpu_count()}
 
