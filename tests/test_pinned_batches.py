@@ -26,3 +26,21 @@ def test_other_attributes_are_the_loaders():
         dataset = "the dataset"
 
     assert PinnedBatches(Loader()).dataset == "the dataset"
+
+
+def test_the_pinning_thread_copies_with_one_intra_op_thread_and_leaves_the_callers_alone():
+    # Pin copies with a team of OpenMP threads per core, spin-waiting between batches, starved the
+    # loader's workers (issue 18): the thread that pulls and pins batches must run with one.
+    import torch
+
+    seen = []
+
+    def loader():
+        for i in range(3):
+            seen.append(torch.get_num_threads())
+            yield [{"file_name": f"{i}.png"}]
+
+    before = torch.get_num_threads()
+    assert len(list(PinnedBatches(loader()))) == 3
+    assert seen == [1, 1, 1]
+    assert torch.get_num_threads() == before

@@ -61,6 +61,13 @@ class PinnedBatches:
         batches: queue.Queue = queue.Queue(maxsize=self.prefetch)
 
         def fill():
+            # One intra-op thread for this thread's pin copies (the setting is per thread; the
+            # training thread keeps its own), as torch's DataLoader pin-memory thread does. With
+            # the default, each copy starts a team of OpenMP threads, one per core, which then
+            # spin-wait: on one H200 machine (16 cores) the training process burnt 1.2 s of CPU a
+            # step, its 16 loader workers got 15% of a core each, and MaskFormer trained at 74
+            # img/s instead of 224 (docs/benchmarks.md, issue 18's fourth round).
+            torch.set_num_threads(1)
             try:
                 for batch in self.loader:
                     batches.put(pin_batch(batch))
