@@ -191,6 +191,10 @@ def add_acceleration_config(cfg: CN) -> None:
     # FAST_DEFORMABLE_ATTENTION. One H200, Mask2Former R50 training: 53.3 -> 64.0 img/s fp32,
     # 69.4 -> 88.9 bf16 (docs/benchmarks.md).
     cfg.ACCELERATION.TRITON_DEFORMABLE_ATTENTION = True
+    # The matcher's Hungarian assignments solved on the GPU by a Triton kernel running scipy's
+    # algorithm (the same assignment, ties included: modeling/assignment_triton.py), so that a
+    # training step never waits for the GPU.
+    cfg.ACCELERATION.TRITON_MATCHING = True
     # Training batches pinned in a background thread, copied to the GPU without a host wait.
     cfg.ACCELERATION.PINNED_BATCHES = True
     # AdamW's fused CUDA kernel.

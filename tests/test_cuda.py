@@ -271,10 +271,14 @@ def test_accelerated_inference_matches_eager_and_leaves_inputs_alone():
                             [n[i]["sem_seg"] for n in noisy], "sem_seg")
 
 
-def test_a_training_step_synchronises_with_the_host_once():
-    """The matcher brings the costs of all layers to the host in one transfer (the assignment runs
-    on the CPU); nothing else in a step waits for the GPU."""
-    cfg = _cfg()
+@pytest.mark.parametrize("triton_matching,expected_syncs", [("True", 0), ("False", 1)],
+                         ids=["gpu_assignment", "host_assignment"])
+def test_a_training_step_waits_for_the_gpu_only_for_a_host_assignment(triton_matching,
+                                                                        expected_syncs):
+    """With the assignment on the GPU (ACCELERATION.TRITON_MATCHING) a step never waits for the
+    GPU; on the host, the matcher brings the costs of all layers there in one transfer, and
+    nothing else in a step waits."""
+    cfg = _cfg(**{"ACCELERATION.TRITON_MATCHING": triton_matching})
     _, fast = _twins(cfg)
     optimizer = build_optimizer(cfg, fast.model)
     batch = pin_batch(tiny_batch(sizes=((64, 64), (64, 64))))
@@ -288,7 +292,7 @@ def test_a_training_step_synchronises_with_the_host_once():
     finally:
         torch.cuda.set_sync_debug_mode("default")
     syncs = [str(w.message) for w in caught if "synchronizing" in str(w.message)]
-    assert len(syncs) == 1, syncs
+    assert len(syncs) == expected_syncs, syncs
 
 
 def test_compiled_network_trains_like_eager():

@@ -333,20 +333,23 @@ def test_the_deformable_encoder_runs_in_float32_under_autocast_unless_mixed_prec
     assert 0 < relative_error(outputs[True].float(), reference) < 5e-2
 
 
-def test_triton_deformable_attention_without_triton_names_the_key(monkeypatch):
+@pytest.mark.parametrize("mask2former,key", [(True, "TRITON_DEFORMABLE_ATTENTION"),
+                                              (False, "TRITON_MATCHING")])
+def test_triton_paths_without_triton_name_their_key(monkeypatch, mask2former, key):
     """On a GPU without the triton package, accelerate() refuses in one line naming the key
-    (simulated on the CPU: the device check passes, triton's module spec is missing)."""
+    (simulated on the CPU: the device check passes, triton's module spec is missing); a
+    MaskFormer has no deformable attention, so its matcher's key is the one named."""
     import importlib
     import importlib.util
 
-    from tiny_models import tiny_mask2former_config
+    from tiny_models import tiny_config, tiny_mask2former_config
 
     accelerate_module = importlib.import_module("mask_former.engine.accelerate")
-    cfg = tiny_mask2former_config()
+    cfg = tiny_mask2former_config() if mask2former else tiny_config()
     model = build_model(cfg)
     monkeypatch.setattr(accelerate_module, "_on_cuda", lambda cfg: True)
     real_find_spec = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec",
                         lambda name, *args: None if name == "triton" else real_find_spec(name, *args))
-    with pytest.raises(ConfigError, match="ACCELERATION.TRITON_DEFORMABLE_ATTENTION"):
+    with pytest.raises(ConfigError, match=f"ACCELERATION.{key}"):
         accelerate_module.accelerate(model, cfg)

@@ -319,7 +319,7 @@ def _phase_methods(model) -> List[tuple]:
     return [(model.backbone, "forward", "backbone"),
             (head.pixel_decoder, "forward_features", "pixel decoder"),
             (head.predictor, "forward", "transformer decoder"),
-            (model.criterion.matcher, "match_layers", "matcher"),
+            (model.criterion.matcher, "layer_matches", "matcher"),
             (model.criterion, "forward", "losses")]
 
 

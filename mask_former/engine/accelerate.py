@@ -88,13 +88,20 @@ class AcceleratedMaskFormer(nn.Module):
         return self.model.load_state_dict(*args, **kwargs)
 
 
+def _require_triton(key: str) -> None:
+    if importlib.util.find_spec("triton") is None:
+        raise ConfigError(f"{key} needs the triton package (installed with PyTorch's CUDA wheels "
+                          "on Linux): install it, or set the key False")
+
+
 def accelerate(model: nn.Module, cfg) -> nn.Module:
     """`model` with the fast paths of cfg.ACCELERATION: a module to call in its place.
 
     On a CUDA device: frozen BatchNorms are folded into their convolutions
     (FOLD_FROZEN_BATCHNORM), the fused mask losses are installed in the model's criterion
     (FUSED_MASK_LOSSES), deformable attention takes its compiled path (FAST_DEFORMABLE_ATTENTION)
-    or its Triton kernels (TRITON_DEFORMABLE_ATTENTION, which wins where both are set),
+    or its Triton kernels (TRITON_DEFORMABLE_ATTENTION, which wins where both are set), the
+    matcher solves its assignments on the GPU (TRITON_MATCHING),
     and a MaskFormer is wrapped in AcceleratedMaskFormer for CUDA graphs
     (TRAIN_CUDA_GRAPH, TEST_CUDA_GRAPH, CUDA_GRAPH_MAX_SHAPES) and compilation (COMPILE). Elsewhere,
     or with ACCELERATION.ENABLED False, `model` itself is returned. Keep `model` for checkpoints.
@@ -108,11 +115,12 @@ def accelerate(model: nn.Module, cfg) -> nn.Module:
         model.criterion.mask_losses = FusedMaskLosses()
     if accel.FAST_DEFORMABLE_ATTENTION:
         use_fast_ms_deform_attn(model)
-    if (accel.TRITON_DEFORMABLE_ATTENTION and use_triton_ms_deform_attn(model)
-            and importlib.util.find_spec("triton") is None):
-        raise ConfigError("ACCELERATION.TRITON_DEFORMABLE_ATTENTION needs the triton package "
-                          "(installed with PyTorch's CUDA wheels on Linux): install it, or set "
-                          "the key False")
+    if accel.TRITON_DEFORMABLE_ATTENTION and use_triton_ms_deform_attn(model):
+        _require_triton("ACCELERATION.TRITON_DEFORMABLE_ATTENTION")
+    matcher = getattr(getattr(model, "criterion", None), "matcher", None)
+    if accel.TRITON_MATCHING and hasattr(matcher, "triton"):
+        _require_triton("ACCELERATION.TRITON_MATCHING")
+        matcher.triton = True
     wants_network_paths = accel.TRAIN_CUDA_GRAPH or accel.TEST_CUDA_GRAPH or accel.COMPILE
     if not wants_network_paths:
         return model

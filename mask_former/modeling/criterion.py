@@ -11,7 +11,7 @@ from detectron2.utils.comm import get_world_size
 from torch import nn
 
 from .losses import dice_loss, layerwise_mask_losses, sigmoid_ce_loss
-from .matcher import HungarianMatcher
+from .matcher import HungarianMatcher, LayerMatches
 
 
 def average_num_masks(targets: List[Dict[str, torch.Tensor]], device: torch.device) -> torch.Tensor:
@@ -25,46 +25,6 @@ def average_num_masks(targets: List[Dict[str, torch.Tensor]], device: torch.devi
     if dist.is_available() and dist.is_initialized():
         dist.all_reduce(num_masks)
     return torch.clamp(num_masks / get_world_size(), min=1)
-
-
-class LayerMatches(NamedTuple):
-    """The matched (query, target) pairs of L decoder layers, N pairs in every layer, as index
-    tensors on the device, so that each loss gathers the pairs of all layers at once.
-
-    Each layer's pairs are sorted by target, so where every layer matched every target (each image
-    has no more targets than queries, the usual case) all layers pair the same target masks in
-    the same order and the mask losses of all layers read one target tensor.
-    """
-
-    batch: torch.Tensor  # (L, N) image index, on the targets' device
-    query: torch.Tensor  # (L, N) query index
-    target: torch.Tensor  # (L, N) index into the batch's concatenated targets
-    # (L, N) each pair's position in the matcher's order (image by image, queries ascending),
-    # the order in which the official code draws per-pair random points
-    matcher_order: torch.Tensor
-    all_targets_in_order: bool  # target[l] == arange(number of targets) for every layer l
-
-    @staticmethod
-    def gather(layer_matches, targets) -> "LayerMatches":
-        """From the matcher's per-layer, per-image indices; one host-to-device transfer."""
-        sizes = [len(t["labels"]) for t in targets]
-        offsets = torch.tensor([0] + sizes).cumsum(0)
-        rows = []  # per layer: image, query, index into the batch's concatenated targets
-        for matches in layer_matches:
-            batch = torch.cat([torch.full_like(src, b) for b, (src, _) in enumerate(matches)])
-            query = torch.cat([src for src, _ in matches])
-            target = torch.cat([tgt + offsets[b] for b, (_, tgt) in enumerate(matches)])
-            order = torch.argsort(target, stable=True)
-            rows.append(torch.stack([batch[order], query[order], target[order], order]))
-        host = torch.stack(rows)  # (L, 4, N): every layer matches min(Q, M) pairs per image
-        num_targets = sum(sizes)
-        in_order = host.shape[-1] == num_targets and bool(
-            (host[:, 2] == torch.arange(num_targets)).all())
-        device = targets[0]["labels"].device
-        if device.type == "cuda":
-            host = host.pin_memory()  # so that the copy is queued, not waited for
-        batch, query, target, matcher_order = host.to(device, non_blocking=True).unbind(1)
-        return LayerMatches(batch, query, target, matcher_order, in_order)
 
 
 class RandomPoints(NamedTuple):
@@ -129,8 +89,8 @@ class SetCriterion(nn.Module):
         """
         Args:
             num_classes: K, without "no object".
-            matcher: computes the pairs; its `match_layers(layers, targets, point_coords)`
-                matches several layers at once.
+            matcher: computes the pairs; its `layer_matches(layers, targets, point_coords)`
+                matches several layers at once and returns LayerMatches.
             weight_dict: loss name -> weight, for every layer's loss names.
             eos_coef: cross-entropy weight of the "no object" class.
             losses: which losses to compute, names of `loss_<name>` methods.
@@ -277,9 +237,8 @@ class SetCriterion(nn.Module):
             num_pairs = sum(min(num_queries, len(t["labels"])) for t in targets)
             points = RandomPoints.draw(len(layers), len(targets), num_pairs, self.num_points,
                                        self.oversample_ratio, self.importance_sample_ratio, device)
-        indices = self.matcher.match_layers(  # per layer, per image (query, target)
+        matches = self.matcher.layer_matches(
             layers, targets, None if points is None else points.matching)
-        matches = LayerMatches.gather(indices, targets)
         num_masks = average_num_masks(targets, device)
         per_layer = {}
         for loss in self.losses:

@@ -1,5 +1,5 @@
 """Hungarian matching of predicted masks to ground-truth segments (DETR's matcher, with mask costs)."""
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, NamedTuple, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -18,6 +18,70 @@ Matches = List[Tuple[torch.Tensor, torch.Tensor]]
 PRODUCTS_PER_CHUNK = 40
 
 
+class LayerMatches(NamedTuple):
+    """The matched (query, target) pairs of L decoder layers, N pairs in every layer, as index
+    tensors on the device, so that each loss gathers the pairs of all layers at once.
+
+    Each layer's pairs are sorted by target, so where every layer matched every target (each image
+    has no more targets than queries, the usual case) all layers pair the same target masks in
+    the same order and the mask losses of all layers read one target tensor.
+    """
+
+    batch: torch.Tensor  # (L, N) image index, on the targets' device
+    query: torch.Tensor  # (L, N) query index
+    target: torch.Tensor  # (L, N) index into the batch's concatenated targets
+    # (L, N) each pair's position in the matcher's order (image by image, queries ascending),
+    # the order in which the official code draws per-pair random points
+    matcher_order: torch.Tensor
+    all_targets_in_order: bool  # target[l] == arange(number of targets) for every layer l
+
+    @staticmethod
+    def gather(layer_matches: List[Matches], targets) -> "LayerMatches":
+        """From the matcher's per-layer, per-image indices on the host; one host-to-device
+        transfer."""
+        sizes = [len(t["labels"]) for t in targets]
+        offsets = torch.tensor([0] + sizes).cumsum(0)
+        rows = []  # per layer: image, query, index into the batch's concatenated targets
+        for matches in layer_matches:
+            batch = torch.cat([torch.full_like(src, b) for b, (src, _) in enumerate(matches)])
+            query = torch.cat([src for src, _ in matches])
+            target = torch.cat([tgt + offsets[b] for b, (_, tgt) in enumerate(matches)])
+            order = torch.argsort(target, stable=True)
+            rows.append(torch.stack([batch[order], query[order], target[order], order]))
+        host = torch.stack(rows)  # (L, 4, N): every layer matches min(Q, M) pairs per image
+        num_targets = sum(sizes)
+        in_order = host.shape[-1] == num_targets and bool(
+            (host[:, 2] == torch.arange(num_targets)).all())
+        batch, query, target, matcher_order = _to_device(host, targets).unbind(1)
+        return LayerMatches(batch, query, target, matcher_order, in_order)
+
+    @staticmethod
+    def from_queries(query: torch.Tensor, targets) -> "LayerMatches":
+        """From the query of every target of the batch in every layer, (L, T) on the device
+        (every target matched: no image has more targets than queries), without the host
+        reading the device."""
+        sizes = [len(t["labels"]) for t in targets]
+        num_layers, num_targets = query.shape
+        image = torch.repeat_interleave(torch.arange(len(sizes)), torch.tensor(sizes))
+        first = torch.tensor([0] + sizes[:-1]).cumsum(0)[image]  # each target's image's first
+        image, first = _to_device(torch.stack([image, first]), targets)
+        # A pair's place in the matcher's order: its image's first place plus how many of the
+        # image's queries come before its own.
+        same_image = image[:, None] == image[None, :]  # (T, T)
+        earlier = ((query[:, None, :] < query[:, :, None]) & same_image).sum(-1)  # (L, T)
+        batch = image.expand(num_layers, -1)
+        target = torch.arange(num_targets, device=query.device).expand(num_layers, -1)
+        return LayerMatches(batch, query, target, first + earlier, True)
+
+
+def _to_device(host: torch.Tensor, targets) -> torch.Tensor:
+    """A host tensor on the targets' device, copied without the host waiting for the GPU."""
+    device = targets[0]["labels"].device
+    if device.type == "cuda":
+        host = host.pin_memory()  # so that the copy is queued, not waited for
+    return host.to(device, non_blocking=True)
+
+
 class HungarianMatcher(nn.Module):
     """One-to-one assignment of queries to targets minimising class + mask + dice costs.
 
@@ -28,7 +92,8 @@ class HungarianMatcher(nn.Module):
         uniformly random points shared by all masks of an image (`point_coords`).
     The costs of the whole batch (and of several decoder layers, `match_layers`) are computed on
     the predictions' device and brought to the host in one transfer; only the assignment itself
-    runs on the CPU.
+    runs on the CPU, with scipy's `linear_sum_assignment`, or on the GPU with the same algorithm
+    and result (`triton`, `layer_matches`).
     """
 
     @configurable
@@ -41,6 +106,9 @@ class HungarianMatcher(nn.Module):
         self.cost_mask = cost_mask
         self.cost_dice = cost_dice
         self.num_points = num_points
+        # Solve the assignment on the GPU (Triton) in `layer_matches`; set by the acceleration
+        # step (mask_former.engine, ACCELERATION.TRITON_MATCHING).
+        self.triton = False
 
     @classmethod
     def from_config(cls, cfg):
@@ -63,12 +131,37 @@ class HungarianMatcher(nn.Module):
     def match_layers(self, layer_outputs: List[Dict[str, torch.Tensor]],
                      targets: List[Dict[str, torch.Tensor]],
                      point_coords: Optional[torch.Tensor] = None) -> List[Matches]:
-        """Matches the outputs of L decoder layers against the same targets at once.
+        """Matches the outputs of L decoder layers against the same targets at once, on the host.
 
         point_coords: (L, B, P, 2), each image's points in each layer (num_points > 0 only).
         Returns, per layer, what `forward` returns.
         """
+        cost = self.layer_costs(layer_outputs, targets, point_coords)
+        return _assign_on_host(cost, [len(t["labels"]) for t in targets])
+
+    @torch.no_grad()
+    def layer_matches(self, layer_outputs: List[Dict[str, torch.Tensor]],
+                      targets: List[Dict[str, torch.Tensor]],
+                      point_coords: Optional[torch.Tensor] = None) -> LayerMatches:
+        """What `match_layers` matches, as the criterion takes it: index tensors on the device.
+
+        With `triton` set, costs on a GPU and no image with more targets than queries, the
+        assignment is solved there (assignment_triton.py: scipy's algorithm, its result
+        exactly) and the step never waits for the GPU; otherwise on the host.
+        """
+        cost = self.layer_costs(layer_outputs, targets, point_coords)
         sizes = [len(t["labels"]) for t in targets]
+        if self.triton and cost.is_cuda and max(sizes, default=0) <= cost.shape[2]:
+            from .assignment_triton import queries_of_targets
+            return LayerMatches.from_queries(queries_of_targets(cost, sizes), targets)
+        return LayerMatches.gather(_assign_on_host(cost, sizes), targets)
+
+    def layer_costs(self, layer_outputs: List[Dict[str, torch.Tensor]],
+                    targets: List[Dict[str, torch.Tensor]],
+                    point_coords: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """The costs of every query against every target of the batch in every layer,
+        (L, B, Q, sum M) float32 on the predictions' device; only each image's block against its
+        own targets is read."""
         logits = torch.stack([o["pred_logits"] for o in layer_outputs]).float()  # (L, B, Q, K+1)
         masks = torch.stack([o["pred_masks"] for o in layer_outputs]).float()  # (L, B, Q, h, w)
         if self.num_points > 0 and point_coords is None:
@@ -76,19 +169,8 @@ class HungarianMatcher(nn.Module):
         # float32 costs also under autocast: near-equal costs decide the assignment
         with torch.autocast(masks.device.type, enabled=False):
             if self.num_points > 0:
-                cost = self._point_costs(logits, masks, targets, point_coords)
-            else:
-                cost = self._mask_costs(logits, masks, targets)
-        cost = cost.cpu()  # (L, B, Q, sum M): the one transfer
-        matches = []
-        for layer_cost in cost:
-            layer_matches = []
-            for b, block in enumerate(layer_cost.split(sizes, dim=-1)):
-                rows, cols = linear_sum_assignment(block[b].numpy())
-                layer_matches.append((torch.as_tensor(rows, dtype=torch.int64),
-                                      torch.as_tensor(cols, dtype=torch.int64)))
-            matches.append(layer_matches)
-        return matches
+                return self._point_costs(logits, masks, targets, point_coords)
+            return self._mask_costs(logits, masks, targets)
 
     def _class_cost(self, logits: torch.Tensor, targets) -> torch.Tensor:
         """(L, B, Q, K+1) -> (L, B, Q, sum M): -p(class of each target of the batch)."""
@@ -153,3 +235,18 @@ class HungarianMatcher(nn.Module):
     def __repr__(self):
         return (f"HungarianMatcher(cost_class={self.cost_class}, cost_mask={self.cost_mask}, "
                 f"cost_dice={self.cost_dice}, num_points={self.num_points})")
+
+
+def _assign_on_host(cost: torch.Tensor, sizes: List[int]) -> List[Matches]:
+    """scipy's assignment of each image's (Q, M_b) block of (L, B, Q, sum M) costs, per layer and
+    image; the costs reach the host in one transfer."""
+    cost = cost.cpu()
+    matches = []
+    for layer_cost in cost:
+        layer_matches = []
+        for b, block in enumerate(layer_cost.split(sizes, dim=-1)):
+            rows, cols = linear_sum_assignment(block[b].numpy())
+            layer_matches.append((torch.as_tensor(rows, dtype=torch.int64),
+                                  torch.as_tensor(cols, dtype=torch.int64)))
+        matches.append(layer_matches)
+    return matches
