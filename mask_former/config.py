@@ -193,8 +193,11 @@ def add_acceleration_config(cfg: CN) -> None:
     cfg.ACCELERATION.TRITON_DEFORMABLE_ATTENTION = True
     # The matcher's Hungarian assignments solved on the GPU by a Triton kernel running scipy's
     # algorithm (the same assignment, ties included: modeling/assignment_triton.py), so that a
-    # training step never waits for the GPU.
-    cfg.ACCELERATION.TRITON_MATCHING = True
+    # training step never waits for the GPU. One H200, synthetic batches: MaskFormer R50 training
+    # 155 -> 178 img/s fp32, 207 -> 254 bf16. Off by default: fed by the real loader the host
+    # then runs ahead of the GPU unchecked, and MaskFormer bf16 trained at 136 img/s, waiting
+    # 18 ms a step for data (docs/benchmarks.md, fifth round).
+    cfg.ACCELERATION.TRITON_MATCHING = False
     # Training batches pinned in a background thread, copied to the GPU without a host wait.
     cfg.ACCELERATION.PINNED_BATCHES = True
     # AdamW's fused CUDA kernel.

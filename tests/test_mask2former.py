@@ -346,6 +346,7 @@ def test_triton_paths_without_triton_name_their_key(monkeypatch, mask2former, ke
 
     accelerate_module = importlib.import_module("mask_former.engine.accelerate")
     cfg = tiny_mask2former_config() if mask2former else tiny_config()
+    cfg.merge_from_list([f"ACCELERATION.{key}", True])
     model = build_model(cfg)
     monkeypatch.setattr(accelerate_module, "_on_cuda", lambda cfg: True)
     real_find_spec = importlib.util.find_spec
