@@ -35,7 +35,7 @@ from mask_former.config import cpu_fallback, load_config
 from mask_former.data import build_test_loader, build_train_loader
 from mask_former.data.dataset_check import (check_datasets_registered_and_loadable,
                                             scan_before_training)
-from mask_former.engine import accelerate, fused_optimizer, pin_batches
+from mask_former.engine import HostLeadHook, accelerate, build_host_lead, fused_optimizer, pin_batches
 from mask_former.errors import ConfigError, UserError
 from mask_former.evaluation import (CheckedSemSegEvaluator, InstanceSegEvaluator,
                                     PanopticQualityEvaluator)
@@ -101,7 +101,11 @@ def build_train_loop(cfg, model, data_loader, optimizer):
                          f"{sorted(AMP_PRECISIONS)}")
     precision = AMP_PRECISIONS[cfg.SOLVER.AMP.PRECISION]
     scaler = torch.amp.GradScaler("cuda", enabled=precision == torch.float16)
-    return AMPTrainer(model, data_loader, optimizer, grad_scaler=scaler, precision=precision)
+    loop = AMPTrainer(model, data_loader, optimizer, grad_scaler=scaler, precision=precision)
+    # AMPTrainer takes async_write_metrics but does not hand it to SimpleTrainer (detectron2 of
+    # April 2024), so its steps would wait for the GPU to read the losses.
+    loop.async_write_metrics = True
+    return loop
 
 
 class Trainer(DefaultTrainer):
@@ -131,9 +135,13 @@ class Trainer(DefaultTrainer):
         self.register_hooks(self.build_hooks())
 
     def build_hooks(self):
-        """detectron2's hooks, with an evaluation hook that keeps its results in `eval_results`."""
-        return [hooks.EvalHook(self.cfg.TEST.EVAL_PERIOD, self.evaluate)
-                if isinstance(hook, hooks.EvalHook) else hook for hook in super().build_hooks()]
+        """detectron2's hooks, with an evaluation hook that keeps its results in `eval_results`,
+        after the bound on the host's lead over the GPU (ACCELERATION.MAX_STEPS_AHEAD) on CUDA."""
+        built = [hooks.EvalHook(self.cfg.TEST.EVAL_PERIOD, self.evaluate)
+                 if isinstance(hook, hooks.EvalHook) else hook for hook in super().build_hooks()]
+        lead = build_host_lead(self.cfg)
+        # First, so that the iteration timer counts the wait for the GPU as part of the step.
+        return built if lead is None else [HostLeadHook(lead)] + built
 
     def evaluate(self):
         self.eval_results = self.test(self.cfg, self.model)

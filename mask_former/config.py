@@ -202,6 +202,11 @@ def add_acceleration_config(cfg: CN) -> None:
     cfg.ACCELERATION.PINNED_BATCHES = True
     # AdamW's fused CUDA kernel.
     cfg.ACCELERATION.FUSED_OPTIMIZER = True
+    # In training, the host goes on to the next step only once the GPU has at most this many
+    # queued steps left to run (engine/host_lead.py): unbounded, a host that never waits for the
+    # GPU fills CUDA's launch queue and starves the thread that pins the loader's batches.
+    # 0: the host waits for each step.
+    cfg.ACCELERATION.MAX_STEPS_AHEAD = 1
     # Keys of earlier versions of this project, so that old configs fail with the new name.
     for old, new in (("MODEL.MASK_FORMER.COMPILE", "ACCELERATION.COMPILE"),
                      ("MODEL.MASK_FORMER.TRAIN_CUDA_GRAPH", "ACCELERATION.TRAIN_CUDA_GRAPH"),

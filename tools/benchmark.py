@@ -41,7 +41,8 @@ from detectron2.modeling import build_model
 from detectron2.structures import Instances
 
 from mask_former.config import cpu_fallback, load_config
-from mask_former.engine import accelerate, fused_optimizer, pin_batch, pin_batches
+from mask_former.engine import (accelerate, build_host_lead, fused_optimizer, pin_batch,
+                                pin_batches)
 from mask_former.errors import UserError
 from mask_former.solver import build_optimizer
 
@@ -448,8 +449,9 @@ def print_phase_table(rows: List[Dict], title: str) -> None:
     print("\n".join(lines), file=sys.stderr)
 
 
-def time_training(model, optimizer, batches, args, precision: str, warmup: int) -> Dict:
-    """Full steps (forward, backward, optimizer) over `batches`, cycled; `warmup` untimed first."""
+def time_training(model, optimizer, batches, args, precision: str, warmup: int, lead=None) -> Dict:
+    """Full steps (forward, backward, optimizer) over `batches`, cycled; `warmup` untimed first.
+    `lead` (a HostLead, as the trainer's) bounds how far the host runs ahead of the GPU."""
     model.train()
     batches = iter(batches) if not isinstance(batches, list) else batches
     counter = iter(range(10**9))
@@ -470,6 +472,8 @@ def time_training(model, optimizer, batches, args, precision: str, warmup: int) 
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
+        if lead is not None:
+            lead.step_done()
         return loss
 
     cpu = CpuUse()
@@ -575,7 +579,7 @@ def run_case(case: str, precision: str, cfg, args) -> Dict:
         else:
             batches = real_training_loader(cfg, args)
             warmup = args.loader_warmup
-        result = time_training(model, optimizer, batches, args, precision, warmup)
+        result = time_training(model, optimizer, batches, args, precision, warmup, build_host_lead(cfg))
         result["batch_size"] = args.batch_size
     else:
         batch_size = 1 if case == "infer_b1" else args.infer_batch_size

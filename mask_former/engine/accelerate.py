@@ -4,14 +4,15 @@
     model = accelerate(model, cfg)       # the same computation, faster on a GPU
     loader = pin_batches(loader, cfg)    # training batches pinned in a background thread
     optimizer = build_optimizer(cfg, model, fused=fused_optimizer(cfg))
+    lead = build_host_lead(cfg)          # lead.step_done() after each training step
 
 Every path gives the eager path's numbers up to float32 rounding (tests/test_cuda.py) and applies
-only where the model is on a CUDA device; elsewhere these calls return what they were given. A
-path that fails raises, naming the key that turns it off.
+only where the model is on a CUDA device; elsewhere these calls return what they were given (and
+build_host_lead None). A path that fails raises, naming the key that turns it off.
 """
 import importlib.util
 import logging
-from typing import Iterable, List
+from typing import Iterable, List, Optional
 
 import torch
 from torch import nn
@@ -25,6 +26,7 @@ from ..modeling.pixel_decoder.ops.ms_deform_attn import (
 from .cuda_graph import CUDAGraphRunner, TrainingGraphs
 from .frozen_batchnorm import fold_frozen_batchnorm
 from .fused_losses import FusedMaskLosses
+from .host_lead import HostLead
 from .pinned_batches import PinnedBatches, pin_batch
 
 logger = logging.getLogger(__name__)
@@ -151,3 +153,13 @@ def fused_optimizer(cfg) -> bool:
     """Whether the optimizer should use its fused CUDA kernel (FUSED_OPTIMIZER): AdamW then
     updates every parameter of a group in a couple of launches instead of a dozen per group."""
     return _on_cuda(cfg) and cfg.ACCELERATION.FUSED_OPTIMIZER
+
+
+def build_host_lead(cfg) -> Optional[HostLead]:
+    """The bound on how many training steps the host may queue ahead of the GPU
+    (MAX_STEPS_AHEAD); None where the model is not on a CUDA device."""
+    steps = cfg.ACCELERATION.MAX_STEPS_AHEAD
+    if steps < 0:
+        raise ConfigError(f"ACCELERATION.MAX_STEPS_AHEAD={steps}: set it to 0 or more (1: the host "
+                          "queues one step while the GPU runs the one before)")
+    return HostLead(cfg.MODEL.DEVICE, steps) if _on_cuda(cfg) else None
