@@ -5,6 +5,7 @@ import multiprocessing
 import os
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -106,9 +107,15 @@ def _spin():
         pass
 
 
+def _spin_until(stop: threading.Event):
+    while not stop.is_set():
+        pass
+
+
 def test_cpu_use_counts_the_forked_workers_busy_and_nothing_else():
     """CpuUse (the loader cases' "cpu" field) sees a forked child that spins as one busy core,
-    and leaves out a child that runs another program (as inductor's compile workers do)."""
+    leaves out a child that runs another program (as inductor's compile workers do), and names
+    the thread of its own process that spins."""
     benchmark = _benchmark_module()
     cpu = benchmark.CpuUse()
     if not cpu.available:
@@ -116,13 +123,18 @@ def test_cpu_use_counts_the_forked_workers_busy_and_nothing_else():
     forked = multiprocessing.get_context("fork").Process(target=_spin, daemon=True)
     forked.start()
     other = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    stop = threading.Event()
+    spinning_thread = threading.Thread(target=_spin_until, args=(stop,))
     try:
         time.sleep(0.3)  # the interpreter's start-up, outside the window
         workers = cpu.workers()
+        spinning_thread.start()
         cpu.start()
         time.sleep(0.6)
         use = cpu.result(steps=3)
     finally:
+        stop.set()
+        spinning_thread.join()
         forked.kill()
         other.kill()
         forked.join()
@@ -131,4 +143,7 @@ def test_cpu_use_counts_the_forked_workers_busy_and_nothing_else():
     assert use["workers"] >= 1
     assert use["workers_busy"] * use["workers"] > 0.5  # cores busy in the workers
     assert 0 < use["machine_busy"] <= 1 and use["cores"] == os.cpu_count()
-    assert use["main_cpu_ms_per_step"] < 100  # the parent only slept
+    # The parent's main thread only slept; its other thread spun.
+    shares = dict(use["threads"])
+    assert shares.get("main", 0) < 0.2 and use["thread_count"] >= 2
+    assert max(share for name, share in use["threads"] if name != "main") > 0.5

@@ -175,7 +175,7 @@ def _read_bytes(path: str) -> bytes:
 
 class CpuUse:
     """Where the CPUs went over a timed window, read from /proc (Linux; elsewhere `result`
-    gives None): this process (main thread, the pinning thread), the loader's workers and the
+    gives None): this process (in all, and its busiest threads), the loader's workers and the
     whole machine. Tells a loader whose workers lack CPU (the machine busy, the workers below
     one core each) from one whose batches wait for the consumer (the machine idle, the workers
     too).
@@ -206,6 +206,21 @@ class CpuUse:
         return seconds
 
     @staticmethod
+    def threads() -> Dict[int, tuple]:
+        """(name, CPU seconds so far) of each thread of this process, by thread id; the main
+        thread is named "main", the others by their /proc name."""
+        seconds = {}
+        for entry in os.listdir("/proc/self/task"):
+            try:
+                stat = _read_bytes(f"/proc/self/task/{entry}/stat").decode()
+            except (FileNotFoundError, ProcessLookupError):  # exited while listed
+                continue
+            name, fields = stat.split("(", 1)[1].rsplit(")", 1)
+            tid = int(entry)
+            seconds[tid] = ("main" if tid == os.getpid() else name, _proc_cpu_seconds(fields.split()))
+        return seconds
+
+    @staticmethod
     def _machine() -> tuple:
         with open("/proc/stat") as f:
             ticks = [int(x) for x in f.readline().split()[1:]]
@@ -216,6 +231,7 @@ class CpuUse:
         if self.available:
             self.wall, self.main = time.perf_counter(), time.process_time()
             self.children, self.machine = self.workers(), self._machine()
+            self.tasks = self.threads()
 
     def result(self, steps: int):
         if not self.available:
@@ -225,11 +241,18 @@ class CpuUse:
         alive = [pid for pid in children if pid in self.children]
         worker_seconds = sum(children[pid] - self.children[pid] for pid in alive)
         busy, total = (b - a for a, b in zip(self.machine, self._machine()))
+        tasks = self.threads()
+        shares = sorted(((name, (seconds - self.tasks[tid][1]) / wall)
+                         for tid, (name, seconds) in tasks.items() if tid in self.tasks),
+                        key=lambda entry: -entry[1])
         return {"main_cpu_ms_per_step": round(1000 * main / steps, 2),
                 "workers": len(alive),
                 "workers_busy": round(worker_seconds / (wall * len(alive)), 3) if alive else None,
                 "machine_busy": round(busy / total, 3) if total else None,
-                "cores": os.cpu_count()}
+                "cores": os.cpu_count(),
+                # This process's threads above 5% of a core, busiest first: share of a core each.
+                "threads": [[name, round(share, 3)] for name, share in shares[:8] if share >= 0.05],
+                "thread_count": len(tasks)}
 
 
 def print_cprofile(step, args, title: str) -> None:
