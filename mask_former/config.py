@@ -193,11 +193,10 @@ def add_acceleration_config(cfg: CN) -> None:
     cfg.ACCELERATION.TRITON_DEFORMABLE_ATTENTION = True
     # The matcher's Hungarian assignments solved on the GPU by a Triton kernel running scipy's
     # algorithm (the same assignment, ties included: modeling/assignment_triton.py), so that a
-    # training step never waits for the GPU. One H200, synthetic batches: MaskFormer R50 training
-    # 155 -> 178 img/s fp32, 207 -> 254 bf16. Off by default: fed by the real loader the host
-    # then runs ahead of the GPU unchecked, and MaskFormer bf16 trained at 136 img/s, waiting
-    # 18 ms a step for data (docs/benchmarks.md, fifth round).
-    cfg.ACCELERATION.TRITON_MATCHING = False
+    # training step never waits for the GPU. One H200, MaskFormer R50 training: 155 -> 178 img/s
+    # fp32 and 207 -> 254 bf16 on synthetic batches, 190 -> 228 bf16 from the real loader; CamVid
+    # bf16 0.048 -> 0.033 s an iteration (docs/benchmarks.md, fifth and sixth rounds).
+    cfg.ACCELERATION.TRITON_MATCHING = True
     # Training batches pinned in a background thread, copied to the GPU without a host wait.
     cfg.ACCELERATION.PINNED_BATCHES = True
     # AdamW's fused CUDA kernel.

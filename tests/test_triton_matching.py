@@ -97,3 +97,36 @@ def test_triton_assignment_equals_scipy_on_the_gpu():
     exec(CHECK, namespace)
     namespace["check"]("cuda", cases=60, max_queries=100)
     namespace["check"]("cuda", cases=10, max_queries=200)
+
+
+
+def test_building_the_matches_starts_no_openmp_team_on_the_host():
+    """The criterion's matches, from the GPU's assignment or the host's, are built without a CPU
+    op that starts intra-op threads: on a GPU machine a team of OpenMP threads (one per core)
+    spins after each use and starved the loader's workers (CPU repeat_interleave did, even for a
+    few numbers). Threads are counted in a fresh process, whose pool starts empty; a large op
+    afterwards shows that the count sees a team."""
+    if not os.path.isdir("/proc/self/task"):
+        pytest.skip("needs /proc (Linux)")
+    script = """
+import os
+import torch
+from mask_former.modeling.matcher import LayerMatches
+torch.set_num_threads(4)
+threads = lambda: len(os.listdir("/proc/self/task"))
+sizes = (3, 5, 0, 4)
+targets = [{"labels": torch.zeros(size, dtype=torch.int64)} for size in sizes]
+query = torch.stack([torch.cat([torch.randperm(10)[:size] for size in sizes]) for _ in range(6)])
+before = threads()
+LayerMatches.from_queries(query, targets)
+LayerMatches.gather([[(torch.arange(size), torch.arange(size)) for size in sizes]] * 6, targets)
+matched = threads()
+torch.ones(1 << 22).cumsum_(0).add_(1)
+print(before, matched, threads())
+"""
+    completed = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                               cwd=ROOT, timeout=120)
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    before, matched, after_large_op = map(int, completed.stdout.split())
+    assert matched == before
+    assert after_large_op > matched
