@@ -35,7 +35,8 @@ from mask_former.config import cpu_fallback, load_config
 from mask_former.data import build_test_loader, build_train_loader
 from mask_former.data.dataset_check import (check_datasets_registered_and_loadable,
                                             scan_before_training)
-from mask_former.engine import HostLeadHook, accelerate, build_host_lead, fused_optimizer, pin_batches
+from mask_former.engine import (HostLeadHook, accelerate, build_host_lead, fused_optimizer,
+                                limit_host_threads, pin_batches)
 from mask_former.errors import ConfigError, UserError
 from mask_former.evaluation import (CheckedSemSegEvaluator, InstanceSegEvaluator,
                                     PanopticQualityEvaluator)
@@ -113,11 +114,13 @@ class Trainer(DefaultTrainer):
 
     def __init__(self, cfg):
         # A copy of DefaultTrainer.__init__, which cannot be told the acceleration step (the
-        # loop runs the accelerated model, the checkpointer saves the eager one), the training
+        # loop runs the accelerated model, the checkpointer saves the eager one; the host's CPU
+        # threads are limited before the model is built), the training
         # loop (bf16 AMP and metrics written off the step, build_train_loop), DDP's device_ids
         # (None on CPU workers) or the checkpointer (MaskFormerCheckpointer's one-line summaries).
         TrainerBase.__init__(self)
         cfg = DefaultTrainer.auto_scale_workers(cfg, comm.get_world_size())
+        limit_host_threads(cfg)
         model = self.build_model(cfg)
         optimizer = self.build_optimizer(cfg, model)
         data_loader = self.build_train_loader(cfg)

@@ -206,6 +206,13 @@ def add_acceleration_config(cfg: CN) -> None:
     # GPU fills CUDA's launch queue and starves the thread that pins the loader's batches.
     # 0: the host waits for each step.
     cfg.ACCELERATION.MAX_STEPS_AHEAD = 1
+    # Intra-op CPU threads (torch.set_num_threads) of a process that trains on a GPU, set before
+    # the model is built, so that autograd's device threads take it too. Its host only queues GPU
+    # work; with one thread per core, any sizeable CPU op starts a team of OpenMP threads that
+    # spin or must be woken on the cores the loader's workers use. 0: torch's default. One H200,
+    # MaskFormer R50 bf16 from the real loader, the same setting through OMP_NUM_THREADS=1:
+    # 171 -> 228 img/s (docs/benchmarks.md, sixth round).
+    cfg.ACCELERATION.TRAINING_HOST_THREADS = 1
     # Keys of earlier versions of this project, so that old configs fail with the new name.
     for old, new in (("MODEL.MASK_FORMER.COMPILE", "ACCELERATION.COMPILE"),
                      ("MODEL.MASK_FORMER.TRAIN_CUDA_GRAPH", "ACCELERATION.TRAIN_CUDA_GRAPH"),

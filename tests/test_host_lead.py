@@ -1,6 +1,7 @@
 """HostLead (ACCELERATION.MAX_STEPS_AHEAD): after the host queues training step k, it goes on only
 once the GPU has run every step up to k - MAX_STEPS_AHEAD. The waits are checked on the CPU with
-stand-in events, and on a GPU against steps that take a known time; the trainer installs it."""
+stand-in events, and on a GPU against steps that take a known time; the trainer installs it. The
+trainer also limits its CPU threads on a GPU (ACCELERATION.TRAINING_HOST_THREADS)."""
 import sys
 
 import pytest
@@ -95,3 +96,29 @@ def test_on_a_gpu_the_host_runs_at_most_max_steps_ahead(max_steps_ahead):
         lead.step_done()
         assert [e.query() for e in ends] == [i <= k - max_steps_ahead for i in range(k + 1)]
     torch.cuda.synchronize()
+
+
+def test_training_on_a_gpu_limits_the_hosts_cpu_threads(monkeypatch):
+    """ACCELERATION.TRAINING_HOST_THREADS: set where training runs on CUDA (simulated: the device
+    check passes), left alone elsewhere and with 0; a negative value names the key."""
+    import importlib
+
+    from mask_former.engine import limit_host_threads
+
+    accelerate_module = importlib.import_module("mask_former.engine.accelerate")  # not the function
+
+    default = torch.get_num_threads()
+    cfg = load_config(str(QUICKSTART_CONFIG), ["ACCELERATION.TRAINING_HOST_THREADS", "1"])
+    try:
+        assert limit_host_threads(cfg) == default and torch.get_num_threads() == default  # CPU
+        monkeypatch.setattr(accelerate_module, "_on_cuda", lambda cfg: True)
+        cfg.ACCELERATION.TRAINING_HOST_THREADS = 0
+        limit_host_threads(cfg)
+        assert torch.get_num_threads() == default
+        cfg.ACCELERATION.TRAINING_HOST_THREADS = 1
+        assert limit_host_threads(cfg) == default and torch.get_num_threads() == 1
+        cfg.ACCELERATION.TRAINING_HOST_THREADS = -2
+        with pytest.raises(ConfigError, match=r"ACCELERATION.TRAINING_HOST_THREADS=-2"):
+            limit_host_threads(cfg)
+    finally:
+        torch.set_num_threads(default)

@@ -41,8 +41,8 @@ from detectron2.modeling import build_model
 from detectron2.structures import Instances
 
 from mask_former.config import cpu_fallback, load_config
-from mask_former.engine import (accelerate, build_host_lead, fused_optimizer, pin_batch,
-                                pin_batches)
+from mask_former.engine import (accelerate, build_host_lead, fused_optimizer,
+                                limit_host_threads, pin_batch, pin_batches)
 from mask_former.errors import UserError
 from mask_former.solver import build_optimizer
 
@@ -585,6 +585,16 @@ def time_loader(cfg, args) -> Dict:
 def run_case(case: str, precision: str, cfg, args) -> Dict:
     if case == "loader_only":
         return time_loader(cfg, args)
+    if not case.startswith("train"):
+        return _run_case(case, precision, cfg, args)
+    threads = limit_host_threads(cfg)  # as the trainer does, for the training cases only
+    try:
+        return _run_case(case, precision, cfg, args)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _run_case(case: str, precision: str, cfg, args) -> Dict:
     torch.manual_seed(0)
     eager = build_model(cfg)
     if args.channels_last:

@@ -2,6 +2,7 @@
 
     model = build_model(cfg)             # plain eager PyTorch, as the paper describes it
     model = accelerate(model, cfg)       # the same computation, faster on a GPU
+    limit_host_threads(cfg)              # before the model: one CPU thread per op on a GPU
     loader = pin_batches(loader, cfg)    # training batches pinned in a background thread
     optimizer = build_optimizer(cfg, model, fused=fused_optimizer(cfg))
     lead = build_host_lead(cfg)          # lead.step_done() after each training step
@@ -163,3 +164,16 @@ def build_host_lead(cfg) -> Optional[HostLead]:
         raise ConfigError(f"ACCELERATION.MAX_STEPS_AHEAD={steps}: set it to 0 or more (1: the host "
                           "queues one step while the GPU runs the one before)")
     return HostLead(cfg.MODEL.DEVICE, steps) if _on_cuda(cfg) else None
+
+
+def limit_host_threads(cfg) -> int:
+    """Sets this process's intra-op CPU threads to TRAINING_HOST_THREADS where the model trains on
+    a CUDA device (call it before building the model); returns the number before, to restore."""
+    threads = cfg.ACCELERATION.TRAINING_HOST_THREADS
+    if threads < 0:
+        raise ConfigError(f"ACCELERATION.TRAINING_HOST_THREADS={threads}: set it to 0 (torch's "
+                          "default) or more")
+    before = torch.get_num_threads()
+    if threads and _on_cuda(cfg):
+        torch.set_num_threads(threads)
+    return before
