@@ -203,7 +203,7 @@ def add_acceleration_config(cfg: CN) -> None:
     cfg.ACCELERATION.FUSED_OPTIMIZER = True
     # In training, the host goes on to the next step only once the GPU has at most this many
     # queued steps left to run (engine/host_lead.py): unbounded, a host that never waits for the
-    # GPU fills CUDA's launch queue and starves the thread that pins the loader's batches.
+    # GPU fills CUDA's launch queue and spins inside a launch, a core lost to the loader.
     # 0: the host waits for each step.
     cfg.ACCELERATION.MAX_STEPS_AHEAD = 1
     # Intra-op CPU threads (torch.set_num_threads) of a process that trains on a GPU, set before

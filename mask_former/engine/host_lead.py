@@ -1,11 +1,11 @@
 """A bound on how far the host's training loop runs ahead of the GPU (ACCELERATION.MAX_STEPS_AHEAD).
 
 Once no part of a training step waits for the GPU (the assignment solved on the GPU, losses
-written from a worker thread), the host queues step after step until CUDA's launch queue is full,
-and then spins inside a launch. The thread that pulls batches from the loader's workers and pins
-them gets little of the process meanwhile: on one H200, MaskFormer R50 trained in bf16 at 136
-img/s from the real loader against 254 on synthetic batches (docs/benchmarks.md, issue 18's fifth
-round). Waiting on an event of an earlier step instead sleeps, with the GIL released.
+written from a worker thread), a host faster than the GPU queues step after step until CUDA's
+launch queue is full, and then spins inside a launch, a core lost to the loader's workers, with
+batches and their pinned memory held for steps far ahead. Waiting on an event of an earlier step
+instead sleeps, with the GIL released. (On one H200, MaskFormer fed by the real loader has the
+host as the slower side, so the bound rarely waits there: docs/benchmarks.md, sixth round.)
 """
 import collections
 
