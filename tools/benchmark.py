@@ -217,7 +217,8 @@ class CpuUse:
                 continue
             name, fields = stat.split("(", 1)[1].rsplit(")", 1)
             tid = int(entry)
-            seconds[tid] = ("main" if tid == os.getpid() else name, _proc_cpu_seconds(fields.split()))
+            name = "main" if tid == os.getpid() else name
+            seconds[tid] = (name, _proc_cpu_seconds(fields.split()))
         return seconds
 
     @staticmethod
@@ -472,7 +473,8 @@ def print_phase_table(rows: List[Dict], title: str) -> None:
     print("\n".join(lines), file=sys.stderr)
 
 
-def time_training(model, optimizer, batches, args, precision: str, warmup: int, lead=None) -> Dict:
+def time_training(model, optimizer, batches, args, precision: str, warmup: int,
+                  lead=None) -> Dict:
     """Full steps (forward, backward, optimizer) over `batches`, cycled; `warmup` untimed first.
     `lead` (a HostLead, as the trainer's) bounds how far the host runs ahead of the GPU."""
     model.train()
@@ -612,7 +614,8 @@ def _run_case(case: str, precision: str, cfg, args) -> Dict:
         else:
             batches = real_training_loader(cfg, args)
             warmup = args.loader_warmup
-        result = time_training(model, optimizer, batches, args, precision, warmup, build_host_lead(cfg))
+        result = time_training(model, optimizer, batches, args, precision, warmup,
+                               lead=build_host_lead(cfg))
         result["batch_size"] = args.batch_size
     else:
         batch_size = 1 if case == "infer_b1" else args.infer_batch_size

@@ -10,5 +10,5 @@ from .host_lead import HostLead, HostLeadHook
 from .pinned_batches import PinnedBatches, pin_batch
 
 __all__ = ["AcceleratedMaskFormer", "accelerate", "build_host_lead", "fused_optimizer",
-           "limit_host_threads", "pin_batches", "CUDAGraphRunner", "TrainingGraphs", "FusedMaskLosses", "HostLead",
-           "HostLeadHook", "PinnedBatches", "pin_batch"]
+           "limit_host_threads", "pin_batches", "CUDAGraphRunner", "TrainingGraphs",
+           "FusedMaskLosses", "HostLead", "HostLeadHook", "PinnedBatches", "pin_batch"]

@@ -1,8 +1,8 @@
 """The one step that puts MaskFormer's fast paths beside the eager model (cfg.ACCELERATION).
 
+    limit_host_threads(cfg)              # first: one CPU thread per op where training on a GPU
     model = build_model(cfg)             # plain eager PyTorch, as the paper describes it
     model = accelerate(model, cfg)       # the same computation, faster on a GPU
-    limit_host_threads(cfg)              # before the model: one CPU thread per op on a GPU
     loader = pin_batches(loader, cfg)    # training batches pinned in a background thread
     optimizer = build_optimizer(cfg, model, fused=fused_optimizer(cfg))
     lead = build_host_lead(cfg)          # lead.step_done() after each training step

@@ -5,7 +5,7 @@ path method (Crouse 2016, scipy's rectangular_lsap.cpp). This kernel runs the sa
 step for step, in float64, one program per (decoder layer, image) problem: the same comparisons
 on the same numbers, the same tie-breaking (the order in which scipy scans its list of remaining
 columns and removes from it), so it returns scipy's assignment exactly, ties included
-(tests/test_matcher.py checks it against scipy in Triton's interpreter). What it saves is not
+(tests/test_triton_matching.py checks it against scipy in Triton's interpreter). What it saves is not
 arithmetic but the round trip: the costs need not reach the host, so a training step never waits
 for the GPU and the host runs ahead launching the losses and the backward pass.
 
@@ -21,6 +21,7 @@ from typing import List
 import torch
 import triton
 import triton.language as tl
+
 
 @triton.jit
 def _assignment_kernel(cost_ptr, problem_ptr, out_ptr, BLOCK_R: tl.constexpr,
