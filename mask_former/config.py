@@ -181,7 +181,10 @@ def add_acceleration_config(cfg: CN) -> None:
     # Frozen BatchNorms (the backbone's FrozenBN) folded into the convolutions before them: the
     # scaled weights and the shift as bias, one convolution instead of three passes.
     cfg.ACCELERATION.FOLD_FROZEN_BATCHNORM = True
-    # The mask losses of all decoder layers as a couple of fused (compiled) kernels.
+    # The mask losses of all decoder layers, and the matcher's pairwise mask costs, as a few
+    # fused (compiled) kernels (engine/fused_losses.py). One H200, MaskFormer R50 training, with
+    # the losses' upsampling as shifted sums and the costs fused: 178 -> 197 img/s fp32,
+    # 254 -> 296 bf16 (docs/benchmarks.md, seventh round).
     cfg.ACCELERATION.FUSED_MASK_LOSSES = True
     # Mask2Former's multi-scale deformable attention through torch.compile (fused sampling
     # kernels) instead of the eager grid_sample path.
@@ -197,6 +200,12 @@ def add_acceleration_config(cfg: CN) -> None:
     # fp32 and 207 -> 254 bf16 on synthetic batches, 190 -> 228 bf16 from the real loader; CamVid
     # bf16 0.048 -> 0.033 s an iteration (docs/benchmarks.md, fifth and sixth rounds).
     cfg.ACCELERATION.TRITON_MATCHING = True
+    # Semantic inference of a batch (upsampling, sigmoid, marginalisation over the queries) as
+    # one Triton kernel that writes only the (B, K, H, W) scores (modeling/
+    # semantic_inference_triton.py); the eager steps took 5.4 of 23.9 ms at batch 16 on an H200.
+    # Off until measured on a GPU: checked in Triton's interpreter only (docs/benchmarks.md,
+    # seventh round).
+    cfg.ACCELERATION.TRITON_SEMANTIC_INFERENCE = False
     # Training batches pinned in a background thread, copied to the GPU without a host wait.
     cfg.ACCELERATION.PINNED_BATCHES = True
     # AdamW's fused CUDA kernel.

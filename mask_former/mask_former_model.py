@@ -1,7 +1,7 @@
 """The MaskFormer meta-architecture: backbone -> segmentation head -> set criterion (training) or
 mask-classification inference. Plain eager PyTorch: `mask_former.engine.accelerate` adds the
 fast paths (CUDA graphs, compilation, fused losses) beside it."""
-from typing import Dict, List, Tuple
+from typing import Callable, Dict, List, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -17,6 +17,7 @@ from .modeling.postprocessing import (
     instance_inference,
     panoptic_inference,
     semantic_inference,
+    upsampled_semantic_inference,
 )
 
 
@@ -96,6 +97,9 @@ class MaskFormer(nn.Module):
             size_divisibility = self.backbone.size_divisibility
         self.size_divisibility = size_divisibility
         self.sem_seg_postprocess_before_inference = sem_seg_postprocess_before_inference
+        # The batched semantic inference (upsampling, sigmoid, marginalisation); the acceleration
+        # step may swap in one Triton kernel for it (ACCELERATION.TRITON_SEMANTIC_INFERENCE).
+        self.semantic_maps: Callable = upsampled_semantic_inference
         self.register_buffer("pixel_mean", torch.tensor(pixel_mean).view(-1, 1, 1), False)
         self.register_buffer("pixel_std", torch.tensor(pixel_std).view(-1, 1, 1), False)
 
@@ -185,18 +189,20 @@ class MaskFormer(nn.Module):
     def inference(self, outputs: dict, batched_inputs: List[dict], images: ImageList) -> List[dict]:
         """Per image the outputs that are on (see postprocessing.py)."""
         mask_cls_results = outputs["pred_logits"]
-        # Upsample to the padded input size; each image is cropped to its own size afterwards.
-        mask_pred_results = F.interpolate(outputs["pred_masks"], size=images.tensor.shape[-2:],
-                                          mode="bilinear", align_corners=False)
         output_sizes = [(x.get("height", size[0]), x.get("width", size[1]))
                         for x, size in zip(batched_inputs, images.image_sizes)]
+        # Masks are upsampled to the padded input size; each image is cropped to its own size
+        # afterwards.
         if not self.sem_seg_postprocess_before_inference:
-            # Semantic only, in the official order (marginalise, then crop and resize), for the
-            # batch at once.
-            sem_segs = semantic_inference(mask_cls_results, mask_pred_results)
+            # Semantic only, in the official order (upsample, marginalise, then crop and
+            # resize), for the batch at once.
+            sem_segs = self.semantic_maps(mask_cls_results, outputs["pred_masks"],
+                                          images.tensor.shape[-2:])
             return [{"sem_seg": crop_and_resize(sem_seg, image_size, *output_size)}
                     for sem_seg, image_size, output_size
                     in zip(sem_segs, images.image_sizes, output_sizes)]
+        mask_pred_results = F.interpolate(outputs["pred_masks"], size=images.tensor.shape[-2:],
+                                          mode="bilinear", align_corners=False)
         processed = []
         for mask_cls, mask_pred, image_size, output_size in zip(
             mask_cls_results, mask_pred_results, images.image_sizes, output_sizes

@@ -102,3 +102,34 @@ def test_point_costs_do_not_depend_on_how_layers_are_chunked(monkeypatch):
               for i in range(layers)]
     assert torch.allclose(torch.cat(single), costs[0], rtol=1e-12, atol=1e-12)
     assert costs[0][:, 0, :, 2:].abs().max() == 0  # image 0 against image 2's targets: unread zeros
+
+
+def test_mask_costs_are_each_images_queries_against_its_own_targets():
+    """MaskFormer's matching costs, all layers and images in one product each, hold the official
+    per-image formulas: each image's queries against its own targets, downsampled to the masks'
+    size (nearest). (Products per (layer, image) block, padded to the most targets of an image,
+    do 8x fewer FLOPs but ran slower on an H200: 6.2 against 4.2 ms a step, file 16.)"""
+    from mask_former.modeling.losses import pairwise_dice_cost, pairwise_focal_cost
+
+    generator = torch.Generator().manual_seed(0)
+    layers, batch, queries = 3, 3, 7
+    matcher = HungarianMatcher(2.0, 20.0, 1.0)
+    logits = torch.randn(layers, batch, queries, NUM_CLASSES + 1, generator=generator,
+                         dtype=torch.float64)
+    masks = torch.randn(layers, batch, queries, 8, 12, generator=generator, dtype=torch.float64)
+    targets = [{"labels": torch.randint(0, NUM_CLASSES, (m,), generator=generator),
+                "masks": torch.rand(m, 32, 48, generator=generator) > 0.5} for m in (2, 0, 4)]
+    cost = matcher._mask_costs(logits, masks, targets)
+    assert cost.shape == (layers, batch, queries, 6)
+    start = 0
+    for b, t in enumerate(targets):
+        end = start + len(t["labels"])
+        tgt = F.interpolate(t["masks"][:, None].double(), size=(8, 12), mode="nearest").flatten(1)
+        for layer in range(layers):
+            pred = masks[layer, b].flatten(1)
+            expected = (20.0 * pairwise_focal_cost(pred, tgt)
+                        - 2.0 * logits[layer, b].softmax(-1)[:, t["labels"]]
+                        + pairwise_dice_cost(pred, tgt))
+            torch.testing.assert_close(cost[layer, b, :, start:end], expected, rtol=1e-12,
+                                       atol=1e-12)
+        start = end

@@ -406,8 +406,8 @@ def _training_steps(model, optimizer, batches, args, precision: str, marks: "Pha
 
 def count_phase_flops(model, optimizer, batches, args, precision: str) -> Dict[str, int]:
     """FLOPs of one training step per phase, counted on the plain eager functions (the compiled
-    losses and attention are swapped out meanwhile: compiled code hides its operations from the
-    counter)."""
+    losses, matching costs and attention are swapped out meanwhile: compiled code hides its
+    operations from the counter)."""
     from torch.utils.flop_counter import FlopCounterMode
 
     from mask_former.modeling.losses import layerwise_mask_losses
@@ -415,8 +415,11 @@ def count_phase_flops(model, optimizer, batches, args, precision: str) -> Dict[s
 
     criterion = model.criterion
     mask_losses = criterion.mask_losses
+    costs = {name: getattr(criterion.matcher, name) for name in ("mask_costs", "point_costs")}
     attention = [(m, m.fast) for m in model.modules() if isinstance(m, MSDeformAttn)]
     criterion.mask_losses = layerwise_mask_losses
+    for name, fn in costs.items():
+        setattr(criterion.matcher, name, getattr(fn, "eager", fn))
     for module, _ in attention:
         module.fast = False
     try:
@@ -425,6 +428,8 @@ def count_phase_flops(model, optimizer, batches, args, precision: str) -> Dict[s
             _training_steps(model, optimizer, batches, args, precision, marks, steps=1)
     finally:
         criterion.mask_losses = mask_losses
+        for name, fn in costs.items():
+            setattr(criterion.matcher, name, fn)
         for module, fast in attention:
             module.fast = fast
     return marks.flops

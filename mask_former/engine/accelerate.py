@@ -26,7 +26,7 @@ from ..modeling.pixel_decoder.ops.ms_deform_attn import (
 )
 from .cuda_graph import CUDAGraphRunner, TrainingGraphs
 from .frozen_batchnorm import fold_frozen_batchnorm
-from .fused_losses import FusedMaskLosses
+from .fused_losses import FusedMaskCosts, FusedMaskLosses
 from .host_lead import HostLead
 from .pinned_batches import PinnedBatches, pin_batch
 
@@ -101,29 +101,39 @@ def accelerate(model: nn.Module, cfg) -> nn.Module:
     """`model` with the fast paths of cfg.ACCELERATION: a module to call in its place.
 
     On a CUDA device: frozen BatchNorms are folded into their convolutions
-    (FOLD_FROZEN_BATCHNORM), the fused mask losses are installed in the model's criterion
-    (FUSED_MASK_LOSSES), deformable attention takes its compiled path (FAST_DEFORMABLE_ATTENTION)
-    or its Triton kernels (TRITON_DEFORMABLE_ATTENTION, which wins where both are set), the
-    matcher solves its assignments on the GPU (TRITON_MATCHING),
-    and a MaskFormer is wrapped in AcceleratedMaskFormer for CUDA graphs
-    (TRAIN_CUDA_GRAPH, TEST_CUDA_GRAPH, CUDA_GRAPH_MAX_SHAPES) and compilation (COMPILE). Elsewhere,
-    or with ACCELERATION.ENABLED False, `model` itself is returned. Keep `model` for checkpoints.
+    (FOLD_FROZEN_BATCHNORM), the fused mask losses and matching costs are installed in the
+    model's criterion and matcher (FUSED_MASK_LOSSES), deformable attention takes its compiled
+    path (FAST_DEFORMABLE_ATTENTION) or its Triton kernels (TRITON_DEFORMABLE_ATTENTION, which
+    wins where both are set), the matcher solves its assignments on the GPU (TRITON_MATCHING),
+    semantic inference runs as one kernel (TRITON_SEMANTIC_INFERENCE), and a MaskFormer is
+    wrapped in AcceleratedMaskFormer for CUDA graphs (TRAIN_CUDA_GRAPH, TEST_CUDA_GRAPH,
+    CUDA_GRAPH_MAX_SHAPES) and compilation (COMPILE). Elsewhere, or with ACCELERATION.ENABLED
+    False, `model` itself is returned. Keep `model` for checkpoints.
     """
     accel = cfg.ACCELERATION
     if not _on_cuda(cfg):
         return model
     if accel.FOLD_FROZEN_BATCHNORM:
         fold_frozen_batchnorm(model)
+    matcher = getattr(getattr(model, "criterion", None), "matcher", None)
     if accel.FUSED_MASK_LOSSES and hasattr(getattr(model, "criterion", None), "mask_losses"):
         model.criterion.mask_losses = FusedMaskLosses()
+    if accel.FUSED_MASK_LOSSES and hasattr(matcher, "mask_costs"):
+        for name in ("mask_costs", "point_costs"):
+            costs = getattr(matcher, name)
+            if not isinstance(costs, FusedMaskCosts):  # (a model accelerated a second time)
+                setattr(matcher, name, FusedMaskCosts(costs))
     if accel.FAST_DEFORMABLE_ATTENTION:
         use_fast_ms_deform_attn(model)
     if accel.TRITON_DEFORMABLE_ATTENTION and use_triton_ms_deform_attn(model):
         _require_triton("ACCELERATION.TRITON_DEFORMABLE_ATTENTION")
-    matcher = getattr(getattr(model, "criterion", None), "matcher", None)
     if accel.TRITON_MATCHING and hasattr(matcher, "triton"):
         _require_triton("ACCELERATION.TRITON_MATCHING")
         matcher.triton = True
+    if accel.TRITON_SEMANTIC_INFERENCE and hasattr(model, "semantic_maps"):
+        _require_triton("ACCELERATION.TRITON_SEMANTIC_INFERENCE")
+        from ..modeling.semantic_inference_triton import semantic_inference_triton
+        model.semantic_maps = semantic_inference_triton
     wants_network_paths = accel.TRAIN_CUDA_GRAPH or accel.TEST_CUDA_GRAPH or accel.COMPILE
     if not wants_network_paths:
         return model

@@ -1,5 +1,5 @@
 """Mask losses shared by the matcher (as pairwise costs) and the criterion (on matched pairs)."""
-from typing import Tuple
+from typing import Callable, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -83,19 +83,38 @@ def pairwise_focal_cost(inputs: torch.Tensor, targets: torch.Tensor, alpha: floa
     return loss / num_pixels
 
 
+def pairwise_focal_and_dice_costs(inputs: torch.Tensor, targets: torch.Tensor
+                                  ) -> Tuple[torch.Tensor, torch.Tensor]:
+    """MaskFormer's matching costs on pixels: (N, P), (M, P) -> focal (N, M), dice (N, M)."""
+    return pairwise_focal_cost(inputs, targets), pairwise_dice_cost(inputs, targets)
+
+
+def pairwise_ce_and_dice_costs(inputs: torch.Tensor, targets: torch.Tensor
+                               ) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Mask2Former's matching costs on points: (..., N, P), (..., M, P) -> sigmoid cross-entropy
+    (..., N, M), dice (..., N, M)."""
+    return pairwise_sigmoid_ce_cost(inputs, targets), pairwise_dice_cost(inputs, targets)
+
+
+def bilinear_upsample(masks: torch.Tensor, size: Tuple[int, int]) -> torch.Tensor:
+    """(N, h, w) -> (N, H, W): bilinear, align_corners=False (the official losses' upsampling)."""
+    return F.interpolate(masks[:, None], size=size, mode="bilinear", align_corners=False)[:, 0]
+
+
 def upsampled_mask_losses(pred_masks: torch.Tensor, target_masks: torch.Tensor,
-                          num_masks: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+                          num_masks: torch.Tensor, upsample: Callable = bilinear_upsample
+                          ) -> Tuple[torch.Tensor, torch.Tensor]:
     """Focal and dice losses of N matched masks, the predictions upsampled to the targets' size.
 
     pred_masks: (N, h, w) mask logits, or (L, N, h, w) for L decoder layers matched to the same
-    targets; target_masks: (N, H, W) binary masks (any dtype).
+    targets; target_masks: (N, H, W) binary masks (any dtype); upsample: (N', h, w), (H, W) ->
+    (N', H, W), `bilinear_upsample` or an equal function (the fused losses' own).
     Returns (focal loss, dice loss), each summed over the pairs and divided by num_masks:
     scalars, or (L,) for (L, N, h, w) predictions.
     """
     leading = pred_masks.shape[:-2]
     # float32 losses also under autocast: sums over many pixels need the precision
-    pred_masks = F.interpolate(pred_masks.float().flatten(0, -3)[:, None], size=target_masks.shape[-2:],
-                               mode="bilinear", align_corners=False)
+    pred_masks = upsample(pred_masks.float().flatten(0, -3), target_masks.shape[-2:])
     pred_masks = pred_masks.view(*leading, target_masks.shape[-2:].numel())
     target_masks = target_masks.flatten(1).float()
     return (sigmoid_focal_loss(pred_masks, target_masks, num_masks),

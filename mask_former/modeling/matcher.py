@@ -1,5 +1,5 @@
 """Hungarian matching of predicted masks to ground-truth segments (DETR's matcher, with mask costs)."""
-from typing import Dict, List, NamedTuple, Optional, Tuple
+from typing import Callable, Dict, List, NamedTuple, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -8,7 +8,7 @@ from detectron2.projects.point_rend.point_features import point_sample
 from scipy.optimize import linear_sum_assignment
 from torch import nn
 
-from .losses import pairwise_dice_cost, pairwise_focal_cost, pairwise_sigmoid_ce_cost
+from .losses import pairwise_ce_and_dice_costs, pairwise_focal_and_dice_costs
 
 # Per layer, per image: (query indices, target indices), each int64 of length min(Q, M).
 Matches = List[Tuple[torch.Tensor, torch.Tensor]]
@@ -113,6 +113,11 @@ class HungarianMatcher(nn.Module):
         # Solve the assignment on the GPU (Triton) in `layer_matches`; set by the acceleration
         # step (mask_former.engine, ACCELERATION.TRITON_MATCHING).
         self.triton = False
+        # The pairwise mask and dice costs of masks (MaskFormer) and of points (Mask2Former): the
+        # acceleration step swaps in fused (compiled) equivalents on GPUs
+        # (ACCELERATION.FUSED_MASK_LOSSES).
+        self.mask_costs: Callable = pairwise_focal_and_dice_costs
+        self.point_costs: Callable = pairwise_ce_and_dice_costs
 
     @classmethod
     def from_config(cls, cfg):
@@ -189,10 +194,14 @@ class HungarianMatcher(nn.Module):
             for t in targets
         ]).flatten(1)  # (sum M, h * w)
         pred = masks.flatten(3).flatten(0, 2)  # (L * B * Q, h * w)
+        # Every query against the whole batch's targets: B times the products each image needs,
+        # but one large product; per-image blocks (batched, padded) ran slower on an H200
+        # (docs/benchmarks.md, seventh round).
+        focal_cost, dice_cost = self.mask_costs(pred, tgt)
         return (
-            self.cost_mask * pairwise_focal_cost(pred, tgt).view(shape)
+            self.cost_mask * focal_cost.view(shape)
             + self.cost_class * self._class_cost(logits, targets)
-            + self.cost_dice * pairwise_dice_cost(pred, tgt).view(shape)
+            + self.cost_dice * dice_cost.view(shape)
         )
 
     def _point_costs(self, logits: torch.Tensor, masks: torch.Tensor, targets,
@@ -224,8 +233,7 @@ class HungarianMatcher(nn.Module):
         step = max(1, PRODUCTS_PER_CHUNK // batch_size)
         for first in range(0, num_layers, step):
             chunk = slice(first, first + step)
-            mask_cost[chunk] = pairwise_sigmoid_ce_cost(pred[chunk], tgt[chunk])
-            dice_cost[chunk] = pairwise_dice_cost(pred[chunk], tgt[chunk])
+            mask_cost[chunk], dice_cost[chunk] = self.point_costs(pred[chunk], tgt[chunk])
         start = 0
         for b, size in enumerate(sizes):
             end = start + size

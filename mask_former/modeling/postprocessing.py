@@ -15,6 +15,16 @@ def semantic_inference(mask_cls: torch.Tensor, mask_pred: torch.Tensor) -> torch
     return torch.einsum("...qc,...qhw->...chw", mask_cls, mask_pred.sigmoid())
 
 
+def upsampled_semantic_inference(mask_cls: torch.Tensor, mask_pred: torch.Tensor,
+                                 size: Tuple[int, int]) -> torch.Tensor:
+    """(B, Q, K+1) class logits, (B, Q, h, w) mask logits -> (B, K, H, W) scores at `size`: the
+    masks upsampled (bilinear), then `semantic_inference`, in the official order. The
+    acceleration step may swap in one kernel for the three (semantic_inference_triton.py,
+    ACCELERATION.TRITON_SEMANTIC_INFERENCE)."""
+    mask_pred = F.interpolate(mask_pred, size=size, mode="bilinear", align_corners=False)
+    return semantic_inference(mask_cls, mask_pred)
+
+
 def crop_and_resize(result: torch.Tensor, image_size: Tuple[int, int], height: int, width: int
                     ) -> torch.Tensor:
     """detectron2's sem_seg_postprocess: (C, H_pad, W_pad) -> (C, height, width), cropping the
