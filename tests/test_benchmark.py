@@ -141,9 +141,11 @@ def test_cpu_use_counts_the_forked_workers_busy_and_nothing_else():
         other.wait()
     assert forked.pid in workers and other.pid not in workers
     assert use["workers"] >= 1
-    assert use["workers_busy"] * use["workers"] > 0.5  # cores busy in the workers
+    # cores busy in the workers: three processes and a thread spin on CI's two cores, so the
+    # forked worker gets about half of one
+    assert use["workers_busy"] * use["workers"] > 0.25
     assert 0 < use["machine_busy"] <= 1 and use["cores"] == os.cpu_count()
     # The parent's main thread only slept; its other thread spun.
     shares = dict(use["threads"])
     assert shares.get("main", 0) < 0.2 and use["thread_count"] >= 2
-    assert max(share for name, share in use["threads"] if name != "main") > 0.5
+    assert max(share for name, share in use["threads"] if name != "main") > 0.25

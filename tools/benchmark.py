@@ -415,11 +415,11 @@ def count_phase_flops(model, optimizer, batches, args, precision: str) -> Dict[s
 
     criterion = model.criterion
     mask_losses = criterion.mask_losses
-    costs = {name: getattr(criterion.matcher, name) for name in ("mask_costs", "point_costs")}
+    matcher = criterion.matcher
+    mask_costs = matcher.mask_costs
     attention = [(m, m.fast) for m in model.modules() if isinstance(m, MSDeformAttn)]
     criterion.mask_losses = layerwise_mask_losses
-    for name, fn in costs.items():
-        setattr(criterion.matcher, name, getattr(fn, "eager", fn))
+    matcher.mask_costs = getattr(mask_costs, "eager", mask_costs)
     for module, _ in attention:
         module.fast = False
     try:
@@ -428,8 +428,7 @@ def count_phase_flops(model, optimizer, batches, args, precision: str) -> Dict[s
             _training_steps(model, optimizer, batches, args, precision, marks, steps=1)
     finally:
         criterion.mask_losses = mask_losses
-        for name, fn in costs.items():
-            setattr(criterion.matcher, name, fn)
+        matcher.mask_costs = mask_costs
         for module, fast in attention:
             module.fast = fast
     return marks.flops

@@ -119,10 +119,8 @@ def accelerate(model: nn.Module, cfg) -> nn.Module:
     if accel.FUSED_MASK_LOSSES and hasattr(getattr(model, "criterion", None), "mask_losses"):
         model.criterion.mask_losses = FusedMaskLosses()
     if accel.FUSED_MASK_LOSSES and hasattr(matcher, "mask_costs"):
-        for name in ("mask_costs", "point_costs"):
-            costs = getattr(matcher, name)
-            if not isinstance(costs, FusedMaskCosts):  # (a model accelerated a second time)
-                setattr(matcher, name, FusedMaskCosts(costs))
+        if not isinstance(matcher.mask_costs, FusedMaskCosts):  # (accelerated a second time)
+            matcher.mask_costs = FusedMaskCosts(matcher.mask_costs)
     if accel.FAST_DEFORMABLE_ATTENTION:
         use_fast_ms_deform_attn(model)
     if accel.TRITON_DEFORMABLE_ATTENTION and use_triton_ms_deform_attn(model):

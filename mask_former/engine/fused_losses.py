@@ -104,12 +104,11 @@ class FusedMaskLosses(_Fused):
 
 
 class FusedMaskCosts(_Fused):
-    """The matcher's pairwise costs `costs` (`pairwise_focal_and_dice_costs` of MaskFormer's
-    masks, `pairwise_ce_and_dice_costs` of Mask2Former's points: (..., N, P) logits,
-    (..., M, P) targets -> two (..., N, M) costs), compiled."""
+    """The matcher's pairwise costs `costs` (`pairwise_focal_and_dice_costs`: (N, P) mask
+    logits, (M, P) targets -> (N, M) focal and dice costs), compiled."""
 
     what = "matching costs"
 
     def __init__(self, costs: Callable, device_types=("cuda",)):
-        # (..., M, P) targets: M, the targets of the batch or the most of an image
+        # (M, P) targets: M, the targets of the batch
         super().__init__(costs, costs, device_types, (None, -2))

@@ -89,13 +89,6 @@ def pairwise_focal_and_dice_costs(inputs: torch.Tensor, targets: torch.Tensor
     return pairwise_focal_cost(inputs, targets), pairwise_dice_cost(inputs, targets)
 
 
-def pairwise_ce_and_dice_costs(inputs: torch.Tensor, targets: torch.Tensor
-                               ) -> Tuple[torch.Tensor, torch.Tensor]:
-    """Mask2Former's matching costs on points: (..., N, P), (..., M, P) -> sigmoid cross-entropy
-    (..., N, M), dice (..., N, M)."""
-    return pairwise_sigmoid_ce_cost(inputs, targets), pairwise_dice_cost(inputs, targets)
-
-
 def bilinear_upsample(masks: torch.Tensor, size: Tuple[int, int]) -> torch.Tensor:
     """(N, h, w) -> (N, H, W): bilinear, align_corners=False (the official losses' upsampling)."""
     return F.interpolate(masks[:, None], size=size, mode="bilinear", align_corners=False)[:, 0]

@@ -8,7 +8,7 @@ from detectron2.projects.point_rend.point_features import point_sample
 from scipy.optimize import linear_sum_assignment
 from torch import nn
 
-from .losses import pairwise_ce_and_dice_costs, pairwise_focal_and_dice_costs
+from .losses import pairwise_dice_cost, pairwise_focal_and_dice_costs, pairwise_sigmoid_ce_cost
 
 # Per layer, per image: (query indices, target indices), each int64 of length min(Q, M).
 Matches = List[Tuple[torch.Tensor, torch.Tensor]]
@@ -113,11 +113,11 @@ class HungarianMatcher(nn.Module):
         # Solve the assignment on the GPU (Triton) in `layer_matches`; set by the acceleration
         # step (mask_former.engine, ACCELERATION.TRITON_MATCHING).
         self.triton = False
-        # The pairwise mask and dice costs of masks (MaskFormer) and of points (Mask2Former): the
-        # acceleration step swaps in fused (compiled) equivalents on GPUs
-        # (ACCELERATION.FUSED_MASK_LOSSES).
+        # MaskFormer's pairwise focal and dice costs: the acceleration step swaps in a fused
+        # (compiled) equivalent on GPUs (ACCELERATION.FUSED_MASK_LOSSES). Mask2Former's point
+        # costs stay eager: compiled, they saved nothing measurable and took 0.16 GiB more
+        # (docs/benchmarks.md, seventh round).
         self.mask_costs: Callable = pairwise_focal_and_dice_costs
-        self.point_costs: Callable = pairwise_ce_and_dice_costs
 
     @classmethod
     def from_config(cls, cfg):
@@ -233,7 +233,8 @@ class HungarianMatcher(nn.Module):
         step = max(1, PRODUCTS_PER_CHUNK // batch_size)
         for first in range(0, num_layers, step):
             chunk = slice(first, first + step)
-            mask_cost[chunk], dice_cost[chunk] = self.point_costs(pred[chunk], tgt[chunk])
+            mask_cost[chunk] = pairwise_sigmoid_ce_cost(pred[chunk], tgt[chunk])
+            dice_cost[chunk] = pairwise_dice_cost(pred[chunk], tgt[chunk])
         start = 0
         for b, size in enumerate(sizes):
             end = start + size
