@@ -4,7 +4,6 @@ fast paths (CUDA graphs, compilation, fused losses) beside it."""
 from typing import Callable, Dict, List, Tuple
 
 import torch
-import torch.nn.functional as F
 from detectron2.config import configurable
 from detectron2.data import MetadataCatalog
 from detectron2.modeling import META_ARCH_REGISTRY, Backbone, build_backbone, build_sem_seg_head
@@ -17,6 +16,7 @@ from .modeling.postprocessing import (
     instance_inference,
     panoptic_inference,
     semantic_inference,
+    upsample_masks,
     upsampled_semantic_inference,
 )
 
@@ -201,8 +201,7 @@ class MaskFormer(nn.Module):
             return [{"sem_seg": crop_and_resize(sem_seg, image_size, *output_size)}
                     for sem_seg, image_size, output_size
                     in zip(sem_segs, images.image_sizes, output_sizes)]
-        mask_pred_results = F.interpolate(outputs["pred_masks"], size=images.tensor.shape[-2:],
-                                          mode="bilinear", align_corners=False)
+        mask_pred_results = upsample_masks(outputs["pred_masks"], images.tensor.shape[-2:])
         processed = []
         for mask_cls, mask_pred, image_size, output_size in zip(
             mask_cls_results, mask_pred_results, images.image_sizes, output_sizes

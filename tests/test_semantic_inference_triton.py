@@ -73,11 +73,11 @@ def test_the_kernel_equals_the_eager_steps_in_the_triton_interpreter():
     _interpret("check('cpu', SMALL, torch.float32)\ncheck('cpu', SMALL, torch.float16)")
 
 
-def test_other_dtypes_are_left_to_the_eager_steps():
+def test_other_dtypes_raise_naming_the_key_that_turns_the_kernel_off():
     pytest.importorskip("triton")
     from mask_former.modeling.semantic_inference_triton import semantic_inference_triton
 
-    with pytest.raises(ValueError, match="float64"):
+    with pytest.raises(ValueError, match="float64.*ACCELERATION.TRITON_SEMANTIC_INFERENCE False"):
         semantic_inference_triton(torch.zeros(1, 2, 3, dtype=torch.float64),
                                   torch.zeros(1, 2, 4, 4, dtype=torch.float64), (8, 8))
 

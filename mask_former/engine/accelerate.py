@@ -115,9 +115,10 @@ def accelerate(model: nn.Module, cfg) -> nn.Module:
         return model
     if accel.FOLD_FROZEN_BATCHNORM:
         fold_frozen_batchnorm(model)
-    matcher = getattr(getattr(model, "criterion", None), "matcher", None)
-    if accel.FUSED_MASK_LOSSES and hasattr(getattr(model, "criterion", None), "mask_losses"):
-        model.criterion.mask_losses = FusedMaskLosses()
+    criterion = getattr(model, "criterion", None)
+    matcher = getattr(criterion, "matcher", None)
+    if accel.FUSED_MASK_LOSSES and hasattr(criterion, "mask_losses"):
+        criterion.mask_losses = FusedMaskLosses()
     if accel.FUSED_MASK_LOSSES and hasattr(matcher, "mask_costs"):
         if not isinstance(matcher.mask_costs, FusedMaskCosts):  # (accelerated a second time)
             matcher.mask_costs = FusedMaskCosts(matcher.mask_costs)

@@ -15,14 +15,19 @@ def semantic_inference(mask_cls: torch.Tensor, mask_pred: torch.Tensor) -> torch
     return torch.einsum("...qc,...qhw->...chw", mask_cls, mask_pred.sigmoid())
 
 
+def upsample_masks(mask_pred: torch.Tensor, size: Tuple[int, int]) -> torch.Tensor:
+    """(B, Q, h, w) mask logits -> (B, Q, H, W) at the padded input size: bilinear,
+    align_corners=False, as the official inference."""
+    return F.interpolate(mask_pred, size=size, mode="bilinear", align_corners=False)
+
+
 def upsampled_semantic_inference(mask_cls: torch.Tensor, mask_pred: torch.Tensor,
                                  size: Tuple[int, int]) -> torch.Tensor:
     """(B, Q, K+1) class logits, (B, Q, h, w) mask logits -> (B, K, H, W) scores at `size`: the
-    masks upsampled (bilinear), then `semantic_inference`, in the official order. The
+    masks upsampled (`upsample_masks`), then `semantic_inference`, in the official order. The
     acceleration step may swap in one kernel for the three (semantic_inference_triton.py,
     ACCELERATION.TRITON_SEMANTIC_INFERENCE)."""
-    mask_pred = F.interpolate(mask_pred, size=size, mode="bilinear", align_corners=False)
-    return semantic_inference(mask_cls, mask_pred)
+    return semantic_inference(mask_cls, upsample_masks(mask_pred, size))
 
 
 def crop_and_resize(result: torch.Tensor, image_size: Tuple[int, int], height: int, width: int

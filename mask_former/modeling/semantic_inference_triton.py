@@ -65,8 +65,8 @@ def _semantic_kernel(probs_ptr, masks_ptr, out_ptr, num_queries, num_classes, he
     bottom = (lx0[None, :] * _corner(masks_ptr, plane, y1, x0, width, load_mask)
               + lx1[None, :] * _corner(masks_ptr, plane, y1, x1, width, load_mask))
     logits = (ly0[None, :] * top + ly1[None, :] * bottom).to(MASK_DTYPE).to(tl.float32)
-    scores = tl.sigmoid(logits).to(MASK_DTYPE).to(DOT_DTYPE)  # (BLOCK_Q, BLOCK_P)
-    scores = tl.where(load_mask, scores, 0.0).to(DOT_DTYPE)
+    # (BLOCK_Q, BLOCK_P); padded queries meet zero probabilities, padded pixels are not stored
+    scores = tl.sigmoid(logits).to(MASK_DTYPE).to(DOT_DTYPE)
 
     k = tl.arange(0, BLOCK_K)
     for first in range(0, num_classes, BLOCK_K):
@@ -87,12 +87,14 @@ def semantic_inference_triton(mask_cls: torch.Tensor, mask_pred: torch.Tensor,
                               size: Tuple[int, int]) -> torch.Tensor:
     """`upsampled_semantic_inference` as one kernel: (B, Q, K+1) class logits, (B, Q, h, w) mask
     logits, size (H, W) -> (B, K, H, W) scores, in the dtype the eager steps give (the autocast
-    dtype under autocast, else float32). Other dtypes (float64) raise a ValueError."""
+    dtype under autocast, else float32). Other dtypes (float64) raise a ValueError that names the
+    key turning the kernel off."""
     autocast = torch.is_autocast_enabled(mask_pred.device.type)
     dot_dtype = torch.get_autocast_dtype(mask_pred.device.type) if autocast else mask_pred.dtype
     if mask_pred.dtype not in _TL_DTYPES or dot_dtype not in _TL_DTYPES:
         raise ValueError(f"semantic_inference_triton: mask logits of dtype {mask_pred.dtype} "
-                         f"(products in {dot_dtype}); the eager path computes those")
+                         f"(products in {dot_dtype}) are for the eager steps: set "
+                         "ACCELERATION.TRITON_SEMANTIC_INFERENCE False")
     # The class probabilities exactly as the eager einsum receives them: softmax (float32 under
     # autocast), "no object" dropped, cast to the product's dtype.
     probs = F.softmax(mask_cls, dim=-1)[..., :-1].to(dot_dtype).transpose(1, 2).contiguous()
