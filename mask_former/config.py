@@ -200,12 +200,6 @@ def add_acceleration_config(cfg: CN) -> None:
     # fp32 and 207 -> 254 bf16 on synthetic batches, 190 -> 228 bf16 from the real loader; CamVid
     # bf16 0.048 -> 0.033 s an iteration (docs/benchmarks.md, fifth and sixth rounds).
     cfg.ACCELERATION.TRITON_MATCHING = True
-    # Semantic inference of a batch (upsampling, sigmoid, marginalisation over the queries) as
-    # one Triton kernel that writes only the (B, K, H, W) scores (modeling/
-    # semantic_inference_triton.py); the eager steps took 5.4 of 23.9 ms at batch 16 on an H200.
-    # Off until measured on a GPU: checked in Triton's interpreter only (docs/benchmarks.md,
-    # seventh round).
-    cfg.ACCELERATION.TRITON_SEMANTIC_INFERENCE = False
     # Training batches pinned in a background thread, copied to the GPU without a host wait.
     cfg.ACCELERATION.PINNED_BATCHES = True
     # AdamW's fused CUDA kernel.

@@ -1,7 +1,7 @@
 """The MaskFormer meta-architecture: backbone -> segmentation head -> set criterion (training) or
 mask-classification inference. Plain eager PyTorch: `mask_former.engine.accelerate` adds the
 fast paths (CUDA graphs, compilation, fused losses) beside it."""
-from typing import Callable, Dict, List, Tuple
+from typing import Dict, List, Tuple
 
 import torch
 from detectron2.config import configurable
@@ -97,9 +97,6 @@ class MaskFormer(nn.Module):
             size_divisibility = self.backbone.size_divisibility
         self.size_divisibility = size_divisibility
         self.sem_seg_postprocess_before_inference = sem_seg_postprocess_before_inference
-        # The batched semantic inference (upsampling, sigmoid, marginalisation); the acceleration
-        # step may swap in one Triton kernel for it (ACCELERATION.TRITON_SEMANTIC_INFERENCE).
-        self.semantic_maps: Callable = upsampled_semantic_inference
         self.register_buffer("pixel_mean", torch.tensor(pixel_mean).view(-1, 1, 1), False)
         self.register_buffer("pixel_std", torch.tensor(pixel_std).view(-1, 1, 1), False)
 
@@ -196,8 +193,8 @@ class MaskFormer(nn.Module):
         if not self.sem_seg_postprocess_before_inference:
             # Semantic only, in the official order (upsample, marginalise, then crop and
             # resize), for the batch at once.
-            sem_segs = self.semantic_maps(mask_cls_results, outputs["pred_masks"],
-                                          images.tensor.shape[-2:])
+            sem_segs = upsampled_semantic_inference(mask_cls_results, outputs["pred_masks"],
+                                                    images.tensor.shape[-2:])
             return [{"sem_seg": crop_and_resize(sem_seg, image_size, *output_size)}
                     for sem_seg, image_size, output_size
                     in zip(sem_segs, images.image_sizes, output_sizes)]

@@ -105,9 +105,8 @@ def accelerate(model: nn.Module, cfg) -> nn.Module:
     model's criterion and matcher (FUSED_MASK_LOSSES), deformable attention takes its compiled
     path (FAST_DEFORMABLE_ATTENTION) or its Triton kernels (TRITON_DEFORMABLE_ATTENTION, which
     wins where both are set), the matcher solves its assignments on the GPU (TRITON_MATCHING),
-    semantic inference runs as one kernel (TRITON_SEMANTIC_INFERENCE), and a MaskFormer is
-    wrapped in AcceleratedMaskFormer for CUDA graphs (TRAIN_CUDA_GRAPH, TEST_CUDA_GRAPH,
-    CUDA_GRAPH_MAX_SHAPES) and compilation (COMPILE). Elsewhere, or with ACCELERATION.ENABLED
+    and a MaskFormer is wrapped in AcceleratedMaskFormer for CUDA graphs (TRAIN_CUDA_GRAPH,
+    TEST_CUDA_GRAPH, CUDA_GRAPH_MAX_SHAPES) and compilation (COMPILE). Elsewhere, or with ACCELERATION.ENABLED
     False, `model` itself is returned. Keep `model` for checkpoints.
     """
     accel = cfg.ACCELERATION
@@ -129,10 +128,6 @@ def accelerate(model: nn.Module, cfg) -> nn.Module:
     if accel.TRITON_MATCHING and hasattr(matcher, "triton"):
         _require_triton("ACCELERATION.TRITON_MATCHING")
         matcher.triton = True
-    if accel.TRITON_SEMANTIC_INFERENCE and hasattr(model, "semantic_maps"):
-        _require_triton("ACCELERATION.TRITON_SEMANTIC_INFERENCE")
-        from ..modeling.semantic_inference_triton import semantic_inference_triton
-        model.semantic_maps = semantic_inference_triton
     wants_network_paths = accel.TRAIN_CUDA_GRAPH or accel.TEST_CUDA_GRAPH or accel.COMPILE
     if not wants_network_paths:
         return model

@@ -24,9 +24,7 @@ def upsample_masks(mask_pred: torch.Tensor, size: Tuple[int, int]) -> torch.Tens
 def upsampled_semantic_inference(mask_cls: torch.Tensor, mask_pred: torch.Tensor,
                                  size: Tuple[int, int]) -> torch.Tensor:
     """(B, Q, K+1) class logits, (B, Q, h, w) mask logits -> (B, K, H, W) scores at `size`: the
-    masks upsampled (`upsample_masks`), then `semantic_inference`, in the official order. The
-    acceleration step may swap in one kernel for the three (semantic_inference_triton.py,
-    ACCELERATION.TRITON_SEMANTIC_INFERENCE)."""
+    masks upsampled (`upsample_masks`), then `semantic_inference`, in the official order."""
     return semantic_inference(mask_cls, upsample_masks(mask_pred, size))
 
 
