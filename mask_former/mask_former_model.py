@@ -17,7 +17,6 @@ from .modeling.postprocessing import (
     panoptic_inference,
     semantic_inference,
     upsample_masks,
-    upsampled_semantic_inference,
 )
 
 
@@ -188,17 +187,15 @@ class MaskFormer(nn.Module):
         mask_cls_results = outputs["pred_logits"]
         output_sizes = [(x.get("height", size[0]), x.get("width", size[1]))
                         for x, size in zip(batched_inputs, images.image_sizes)]
-        # Masks are upsampled to the padded input size; each image is cropped to its own size
-        # afterwards.
+        # Upsample to the padded input size; each image is cropped to its own size afterwards.
+        mask_pred_results = upsample_masks(outputs["pred_masks"], images.tensor.shape[-2:])
         if not self.sem_seg_postprocess_before_inference:
-            # Semantic only, in the official order (upsample, marginalise, then crop and
-            # resize), for the batch at once.
-            sem_segs = upsampled_semantic_inference(mask_cls_results, outputs["pred_masks"],
-                                                    images.tensor.shape[-2:])
+            # Semantic only, in the official order (marginalise, then crop and resize), for the
+            # batch at once.
+            sem_segs = semantic_inference(mask_cls_results, mask_pred_results)
             return [{"sem_seg": crop_and_resize(sem_seg, image_size, *output_size)}
                     for sem_seg, image_size, output_size
                     in zip(sem_segs, images.image_sizes, output_sizes)]
-        mask_pred_results = upsample_masks(outputs["pred_masks"], images.tensor.shape[-2:])
         processed = []
         for mask_cls, mask_pred, image_size, output_size in zip(
             mask_cls_results, mask_pred_results, images.image_sizes, output_sizes

@@ -58,4 +58,5 @@ def test_batches_are_full_and_grouped_by_aspect_and_every_image_comes_round(tmp_
             assert len({item["width"] > item["height"] for item in batch}) == 1
     assert seen == {d["file_name"] for d in dicts}
     if not grouping:  # the test can tell: 16 ungrouped batches of random images mix aspects
-        assert any(len({item["width"] > item["height"] for item in batch}) == 2 for batch in batches)
+        assert any(len({item["width"] > item["height"] for item in batch}) == 2
+                   for batch in batches)

@@ -106,8 +106,8 @@ def accelerate(model: nn.Module, cfg) -> nn.Module:
     path (FAST_DEFORMABLE_ATTENTION) or its Triton kernels (TRITON_DEFORMABLE_ATTENTION, which
     wins where both are set), the matcher solves its assignments on the GPU (TRITON_MATCHING),
     and a MaskFormer is wrapped in AcceleratedMaskFormer for CUDA graphs (TRAIN_CUDA_GRAPH,
-    TEST_CUDA_GRAPH, CUDA_GRAPH_MAX_SHAPES) and compilation (COMPILE). Elsewhere, or with ACCELERATION.ENABLED
-    False, `model` itself is returned. Keep `model` for checkpoints.
+    TEST_CUDA_GRAPH, CUDA_GRAPH_MAX_SHAPES) and compilation (COMPILE). Elsewhere, or with
+    ACCELERATION.ENABLED False, `model` itself is returned. Keep `model` for checkpoints.
     """
     accel = cfg.ACCELERATION
     if not _on_cuda(cfg):
