@@ -6,6 +6,7 @@ from detectron2.data import build_detection_test_loader, build_detection_train_l
 from ..errors import ConfigError
 from .dataset_check import check_num_classes
 from .gpu_augmentation import GPUAugmentedLoader, GPUSemanticAugmentation, SemanticDecodeMapper
+from .packed_batches import pack_batch
 from .dataset_mappers import (
     COCOInstanceLSJDatasetMapper,
     COCOPanopticLSJDatasetMapper,
@@ -44,9 +45,19 @@ def build_train_loader(cfg):
         if name != "mask_former_semantic":
             raise ConfigError(f"INPUT.GPU_AUGMENTATION supports INPUT.DATASET_MAPPER_NAME "
                              f"'mask_former_semantic' only, not {name!r}; set it False")
-        loader = build_detection_train_loader(cfg, mapper=SemanticDecodeMapper(cfg, True))
+        loader = _packed_loader(cfg, SemanticDecodeMapper(cfg, True))
         return GPUAugmentedLoader(loader, GPUSemanticAugmentation(cfg))
-    return build_detection_train_loader(cfg, mapper=DATASET_MAPPERS[name](cfg, True))
+    return _packed_loader(cfg, DATASET_MAPPERS[name](cfg, True))
+
+
+def _packed_loader(cfg, mapper):
+    """detectron2's training loader. Batches collated in the workers
+    (DATALOADER.ASPECT_RATIO_GROUPING False) come as one block of shared memory each
+    (packed_batches); with grouping, the workers send single images and the batches are formed
+    here, as detectron2 does."""
+    if cfg.DATALOADER.ASPECT_RATIO_GROUPING:
+        return build_detection_train_loader(cfg, mapper=mapper)
+    return build_detection_train_loader(cfg, mapper=mapper, collate_fn=pack_batch)
 
 
 def build_test_loader(cfg, dataset_name: str):

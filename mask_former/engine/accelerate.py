@@ -24,7 +24,7 @@ from ..modeling.pixel_decoder.ops.ms_deform_attn import (
     use_fast_ms_deform_attn,
     use_triton_ms_deform_attn,
 )
-from .cuda_graph import CUDAGraphRunner, TrainingGraphs
+from .cuda_graph import CUDAGraphRunner, TrainingGraphs, graph_key
 from .frozen_batchnorm import fold_frozen_batchnorm
 from .fused_losses import FusedMaskCosts, FusedMaskLosses
 from .host_lead import HostLead
@@ -61,15 +61,39 @@ class AcceleratedMaskFormer(nn.Module):
         self.model = model
         network = torch.compile(model.network) if compile_network else model.network
         self._network = network
+        # (input key, training) of each compiled variant; compile workers stop after a new one.
+        self._compiled_keys = set() if compile_network else None
+        self._release_workers = False
         self._train_graphs = TrainingGraphs(network, model, max_shapes) if train_cuda_graph else None
         self._test_graphs = CUDAGraphRunner(network, max_shapes) if test_cuda_graph else None
         self.train(model.training)
 
     def network(self, images: torch.Tensor) -> dict:
         """The model's `network`, replayed from a graph where one applies to this input."""
+        if self._compiled_keys is not None:
+            self._track_compilation(images)
         graphs = self._train_graphs if self.model.training else self._test_graphs
         outputs = graphs(images) if graphs is not None else None
         return self._network(images) if outputs is None else outputs
+
+    def _track_compilation(self, images: torch.Tensor) -> None:
+        """Stops inductor's compile workers one call after each new compiled variant.
+
+        Compiling starts a pool of worker processes, one per core. Where the variant comes from
+        inductor's cache they have nothing to compile, but while they start up, after compilation
+        has ended, the host's own CPU work of each call (pinning inputs, small CPU ops) runs
+        several times slower. Measured on one H200, batch-1 inference with a warm cache: 62 img/s
+        with the pool left running, 439 with it stopped (docs/benchmarks.md, ninth round). A
+        variant's backward compiles during its first step, hence one call later; a later new
+        variant starts a new pool.
+        """
+        if self._release_workers:
+            release_compile_workers()
+            self._release_workers = False
+        key = (graph_key(images), self.model.training)
+        if key not in self._compiled_keys:
+            self._compiled_keys.add(key)
+            self._release_workers = True
 
     def forward(self, batched_inputs: List[dict]):
         # The steps of MaskFormer.forward, with this network.
@@ -89,6 +113,14 @@ class AcceleratedMaskFormer(nn.Module):
 
     def load_state_dict(self, *args, **kwargs):
         return self.model.load_state_dict(*args, **kwargs)
+
+
+def release_compile_workers() -> None:
+    """Stops the compile-worker processes of torch.compile (inductor starts new ones when it
+    next compiles)."""
+    from torch._inductor.async_compile import shutdown_compile_workers
+
+    shutdown_compile_workers()
 
 
 def _require_triton(key: str) -> None:

@@ -29,7 +29,9 @@ def _autocast_state() -> Tuple[bool, torch.dtype]:
     return torch.is_autocast_enabled("cuda"), torch.get_autocast_dtype("cuda")
 
 
-def _graph_key(x: torch.Tensor) -> tuple:
+def graph_key(x: torch.Tensor) -> tuple:
+    """What a recorded graph (or a compiled variant) is specific to: shape, dtype, device and
+    the autocast state."""
     return (tuple(x.shape), x.dtype, x.device, *_autocast_state())
 
 
@@ -56,7 +58,7 @@ class _PerShapeGraphs:
 
     def _lookup(self, x: torch.Tensor, record: Callable[[torch.Tensor], object]):
         """The graph for x's key, recorded now if there is room; None when there is none."""
-        key = _graph_key(x)
+        key = graph_key(x)
         graph = self.graphs.get(key)
         if graph is not None:
             return graph
