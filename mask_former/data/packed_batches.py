@@ -62,4 +62,3 @@ def pack_batch(batch: List[Dict]) -> List[Dict]:
         view.copy_(tensor)
         set_view(view)
     return batch
-
