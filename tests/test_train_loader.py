@@ -82,8 +82,10 @@ def test_batches_are_full_and_grouped_by_aspect_and_every_image_comes_round(tmp_
 
 
 def _tensors(item):
+    """The four tensors of a semantic dataset dict (gt_masks a tensor or BitMasks)."""
+    masks = item["instances"].gt_masks
     return [item["image"], item["sem_seg"], item["instances"].gt_classes,
-            item["instances"].gt_masks]
+            getattr(masks, "tensor", masks)]
 
 
 def _block(tensor: torch.Tensor) -> int:
@@ -108,9 +110,7 @@ def test_a_worker_packs_a_batch_into_one_block_that_pickles_as_one_storage(monke
     expected = _batch()
     monkeypatch.setattr(packed_batches.torch.utils.data, "get_worker_info", lambda: object())
     packed = packed_batches.pack_batch(_batch())
-    tensors = [t for item in packed for t in (item["image"], item["sem_seg"],
-                                                item["instances"].gt_classes,
-                                                item["instances"].gt_masks.tensor)]
+    tensors = [t for item in packed for t in _tensors(item)]
     assert len({_block(t) for t in tensors}) == 1
     assert all(t.untyped_storage().is_shared() for t in tensors)
     for got, want in zip(packed, expected):
@@ -124,7 +124,8 @@ def test_a_worker_packs_a_batch_into_one_block_that_pickles_as_one_storage(monke
     reduce_storage = ForkingPickler._extra_reducers[torch.UntypedStorage]
     pickler = ForkingPickler(io.BytesIO())
     pickler.dispatch_table = dict(pickler.dispatch_table)
-    pickler.dispatch_table[torch.UntypedStorage] = lambda s: reductions.append(1) or reduce_storage(s)
+    pickler.dispatch_table[torch.UntypedStorage] = \
+        lambda storage: reductions.append(1) or reduce_storage(storage)
     pickler.dump(packed)
     assert len(reductions) == 1
 

@@ -49,16 +49,16 @@ def pack_batch(batch: List[Dict]) -> List[Dict]:
     if torch.utils.data.get_worker_info() is None:
         return batch
     slots = [(t, set_view) for t, set_view in _tensor_slots(batch) if t.device.type == "cpu"]
+    sizes = [tensor.numel() * tensor.element_size() for tensor, _ in slots]
     offsets, total = [], 0
-    for tensor, _ in slots:
+    for size in sizes:
         offsets.append(total)
-        total += -(-tensor.numel() * tensor.element_size() // ALIGNMENT) * ALIGNMENT
+        total += -(-size // ALIGNMENT) * ALIGNMENT
     if total == 0:
         return batch
     block = torch.empty(0, dtype=torch.uint8).set_(torch.UntypedStorage._new_shared(total))
-    for (tensor, set_view), offset in zip(slots, offsets):
-        part = block[offset:offset + tensor.numel() * tensor.element_size()]
-        view = part.view(tensor.dtype).view(tensor.shape)
+    for (tensor, set_view), offset, size in zip(slots, offsets, sizes):
+        view = block[offset:offset + size].view(tensor.dtype).view(tensor.shape)
         view.copy_(tensor)
         set_view(view)
     return batch
