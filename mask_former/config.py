@@ -175,8 +175,8 @@ def add_acceleration_config(cfg: CN) -> None:
     # Graphs (training and inference, each) are recorded for at most this many input shapes;
     # other shapes run eagerly.
     cfg.ACCELERATION.CUDA_GRAPH_MAX_SHAPES = 2
-    # torch.compile backbone + head: fewer kernel launches, after a first step that compiles for
-    # a minute or two.
+    # torch.compile backbone + head, and semantic inference's upsampling and marginalisation:
+    # fewer kernel launches and passes, after a first step that compiles for a minute or two.
     cfg.ACCELERATION.COMPILE = False
     # Frozen BatchNorms (the backbone's FrozenBN) folded into the convolutions before them: the
     # scaled weights and the shift as bias, one convolution instead of three passes.

@@ -1,7 +1,7 @@
 """The MaskFormer meta-architecture: backbone -> segmentation head -> set criterion (training) or
 mask-classification inference. Plain eager PyTorch: `mask_former.engine.accelerate` adds the
 fast paths (CUDA graphs, compilation, fused losses) beside it."""
-from typing import Dict, List, Tuple
+from typing import Callable, Dict, List, Tuple
 
 import torch
 from detectron2.config import configurable
@@ -16,6 +16,7 @@ from .modeling.postprocessing import (
     instance_inference,
     panoptic_inference,
     semantic_inference,
+    semantic_maps,
     upsample_masks,
 )
 
@@ -96,6 +97,9 @@ class MaskFormer(nn.Module):
             size_divisibility = self.backbone.size_divisibility
         self.size_divisibility = size_divisibility
         self.sem_seg_postprocess_before_inference = sem_seg_postprocess_before_inference
+        # The semantic-only path's computation over the batch (postprocessing.semantic_maps);
+        # accelerate() puts a compiled one in its place under ACCELERATION.COMPILE.
+        self.semantic_maps: Callable = semantic_maps
         self.register_buffer("pixel_mean", torch.tensor(pixel_mean).view(-1, 1, 1), False)
         self.register_buffer("pixel_std", torch.tensor(pixel_std).view(-1, 1, 1), False)
 
@@ -187,15 +191,16 @@ class MaskFormer(nn.Module):
         mask_cls_results = outputs["pred_logits"]
         output_sizes = [(x.get("height", size[0]), x.get("width", size[1]))
                         for x, size in zip(batched_inputs, images.image_sizes)]
-        # Upsample to the padded input size; each image is cropped to its own size afterwards.
-        mask_pred_results = upsample_masks(outputs["pred_masks"], images.tensor.shape[-2:])
+        # Upsampled to the padded input size; each image is cropped to its own size afterwards.
+        padded_size = tuple(images.tensor.shape[-2:])
         if not self.sem_seg_postprocess_before_inference:
             # Semantic only, in the official order (marginalise, then crop and resize), for the
             # batch at once.
-            sem_segs = semantic_inference(mask_cls_results, mask_pred_results)
+            sem_segs = self.semantic_maps(mask_cls_results, outputs["pred_masks"], padded_size)
             return [{"sem_seg": crop_and_resize(sem_seg, image_size, *output_size)}
                     for sem_seg, image_size, output_size
                     in zip(sem_segs, images.image_sizes, output_sizes)]
+        mask_pred_results = upsample_masks(outputs["pred_masks"], padded_size)
         processed = []
         for mask_cls, mask_pred, image_size, output_size in zip(
             mask_cls_results, mask_pred_results, images.image_sizes, output_sizes

@@ -18,8 +18,8 @@ import torch
 from detectron2.modeling import build_model
 
 from helpers import relative_error
-from mask_former.engine import (AcceleratedMaskFormer, FusedMaskCosts, FusedMaskLosses, accelerate,
-                                pin_batch)
+from mask_former.engine import (AcceleratedMaskFormer, FusedMaskCosts, FusedMaskLosses,
+                                FusedSemanticMaps, accelerate, pin_batch)
 from mask_former.modeling.losses import layerwise_mask_losses, pairwise_focal_and_dice_costs
 from mask_former.solver import build_optimizer
 from tiny_models import tiny_batch, tiny_config, tiny_mask2former_config
@@ -282,6 +282,35 @@ def test_accelerated_inference_matches_eager_and_leaves_inputs_alone():
     for i, (result, reference) in enumerate(zip(results, expected)):
         assert_within_noise(result["sem_seg"], reference["sem_seg"],
                             [n[i]["sem_seg"] for n in noisy], "sem_seg")
+
+
+def test_compiled_inference_matches_eager_in_float32_and_bf16():
+    """ACCELERATION.COMPILE: the compiled network and semantic maps (FusedSemanticMaps) give
+    eager float32 inference's maps within its noise; in bf16 autocast they land no farther
+    from float32 than eager bf16 does."""
+    torch.manual_seed(0)
+    cfg = _cfg(**{"ACCELERATION.COMPILE": "True"})
+    eager, fast = _twins(cfg)
+    eager.eval(), fast.eval()
+    assert isinstance(fast.model.semantic_maps, FusedSemanticMaps)
+    assert not fast.model.sem_seg_postprocess_before_inference
+    batch = tiny_batch(sizes=((64, 96), (64, 96)))
+    for item in batch:
+        del item["instances"]
+
+    def maps(model, bf16=False):
+        with torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16, enabled=bf16):
+            return torch.stack([r["sem_seg"].float() for r in model(batch)])
+
+    expected = maps(eager)
+    noisy = [torch.stack([r["sem_seg"] for r in n]) for n in _eager_inference_noise(eager, batch)]
+    for _ in range(2):  # compiles, then runs the compiled code
+        compiled = maps(fast)
+    assert_within_noise(compiled, expected, noisy, "compiled sem_seg")
+    eager_bf16_error = relative_error(maps(eager, bf16=True).double(), expected.double())
+    compiled_bf16_error = relative_error(maps(fast, bf16=True).double(), expected.double())
+    assert compiled_bf16_error <= 2 * eager_bf16_error + 1e-3, (compiled_bf16_error,
+                                                              eager_bf16_error)
 
 
 @pytest.mark.parametrize("triton_matching,expected_syncs", [("True", 0), ("False", 1)],

@@ -1,4 +1,5 @@
-"""The compiled (fused) mask losses give the eager losses and gradients.
+"""The compiled (fused) mask losses give the eager losses and gradients, and the compiled
+semantic maps the eager maps.
 
 On GPUs the acceleration step compiles them with Triton; these tests compile the same functions
 for the CPU, which exercises the same graph capture, decompositions (bilinear upsampling
@@ -8,10 +9,11 @@ import pytest
 import torch
 import torch._dynamo.exc
 
-from mask_former.engine import FusedMaskCosts, FusedMaskLosses
+from mask_former.engine import FusedMaskCosts, FusedMaskLosses, FusedSemanticMaps
 from mask_former.engine.fused_losses import _fused_mask_losses, upsample_by_shifts
 from mask_former.modeling.losses import (bilinear_upsample, pairwise_focal_and_dice_costs,
                                          upsampled_mask_losses)
+from mask_former.modeling.postprocessing import semantic_maps
 
 
 def test_fused_mask_losses_match_eager_values_and_gradients():
@@ -108,3 +110,24 @@ def test_fused_matching_costs_match_eager():
             torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-7)
     for a, b in zip(FusedMaskCosts(costs)(pred, target), expected):
         assert torch.equal(a, b)
+
+
+def test_fused_semantic_maps_match_eager():
+    """Semantic inference's maps compiled (ACCELERATION.COMPILE) equal the eager maps, for a
+    smaller last batch and another padded size too; a failed compilation names COMPILE."""
+    torch.manual_seed(0)
+    fused = FusedSemanticMaps(semantic_maps, device_types=("cpu",))
+    for batch, (h, w) in ((3, (8, 11)), (2, (8, 11)), (3, (6, 9))):
+        mask_cls, mask_pred = torch.randn(batch, 10, 6), torch.randn(batch, 10, h, w)
+        size = (4 * h, 4 * w)
+        expected = semantic_maps(mask_cls, mask_pred, size)
+        assert expected.shape == (batch, 5, *size)
+        torch.testing.assert_close(fused(mask_cls, mask_pred, size), expected, rtol=1e-5,
+                                   atol=1e-6)
+
+    def failing(*args):
+        raise torch._dynamo.exc.TorchRuntimeError("no C++ compiler")
+
+    fused._compiled = failing
+    with pytest.raises(RuntimeError, match="ACCELERATION.COMPILE False"):
+        fused(mask_cls, mask_pred, size)

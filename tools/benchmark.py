@@ -285,7 +285,8 @@ def print_profile(step, args, title: str) -> None:
             step()
         synchronize(args.device)
     print(f"== profile: {title} (3 iterations)", file=sys.stderr)
-    print(profiler.key_averages().table(sort_by=sort_by, row_limit=args.profile), file=sys.stderr)
+    print(profiler.key_averages().table(sort_by=sort_by, row_limit=args.profile,
+                                        max_name_column_width=100), file=sys.stderr)
 
 
 # The phases of a training step, each a callable of the eager model. Device time spent outside

@@ -5,11 +5,11 @@ trainer, the benchmark and the predictor take; the keys are in cfg.ACCELERATION
 from .accelerate import (AcceleratedMaskFormer, accelerate, build_host_lead, fused_optimizer,
                          limit_host_threads, pin_batches)
 from .cuda_graph import CUDAGraphRunner, TrainingGraphs
-from .fused_losses import FusedMaskCosts, FusedMaskLosses
+from .fused_losses import FusedMaskCosts, FusedMaskLosses, FusedSemanticMaps
 from .host_lead import HostLead, HostLeadHook
 from .pinned_batches import PinnedBatches, pin_batch
 
 __all__ = ["AcceleratedMaskFormer", "accelerate", "build_host_lead", "fused_optimizer",
            "limit_host_threads", "pin_batches", "CUDAGraphRunner", "TrainingGraphs",
-           "FusedMaskCosts", "FusedMaskLosses", "HostLead", "HostLeadHook", "PinnedBatches",
-           "pin_batch"]
+           "FusedMaskCosts", "FusedMaskLosses", "FusedSemanticMaps", "HostLead", "HostLeadHook",
+           "PinnedBatches", "pin_batch"]

@@ -26,7 +26,7 @@ from ..modeling.pixel_decoder.ops.ms_deform_attn import (
 )
 from .cuda_graph import CUDAGraphRunner, TrainingGraphs, graph_key
 from .frozen_batchnorm import fold_frozen_batchnorm
-from .fused_losses import FusedMaskCosts, FusedMaskLosses
+from .fused_losses import FusedMaskCosts, FusedMaskLosses, FusedSemanticMaps
 from .host_lead import HostLead
 from .pinned_batches import PinnedBatches, pin_batch
 
@@ -138,7 +138,8 @@ def accelerate(model: nn.Module, cfg) -> nn.Module:
     path (FAST_DEFORMABLE_ATTENTION) or its Triton kernels (TRITON_DEFORMABLE_ATTENTION, which
     wins where both are set), the matcher solves its assignments on the GPU (TRITON_MATCHING),
     and a MaskFormer is wrapped in AcceleratedMaskFormer for CUDA graphs (TRAIN_CUDA_GRAPH,
-    TEST_CUDA_GRAPH, CUDA_GRAPH_MAX_SHAPES) and compilation (COMPILE). Elsewhere, or with
+    TEST_CUDA_GRAPH, CUDA_GRAPH_MAX_SHAPES) and compilation (COMPILE, which also compiles the
+    semantic inference's maps: FusedSemanticMaps). Elsewhere, or with
     ACCELERATION.ENABLED False, `model` itself is returned. Keep `model` for checkpoints.
     """
     accel = cfg.ACCELERATION
@@ -153,6 +154,9 @@ def accelerate(model: nn.Module, cfg) -> nn.Module:
     if accel.FUSED_MASK_LOSSES and hasattr(matcher, "mask_costs"):
         if not isinstance(matcher.mask_costs, FusedMaskCosts):  # (accelerated a second time)
             matcher.mask_costs = FusedMaskCosts(matcher.mask_costs)
+    if accel.COMPILE and hasattr(model, "semantic_maps"):
+        if not isinstance(model.semantic_maps, FusedSemanticMaps):
+            model.semantic_maps = FusedSemanticMaps(model.semantic_maps)
     if accel.FAST_DEFORMABLE_ATTENTION:
         use_fast_ms_deform_attn(model)
     if accel.TRITON_DEFORMABLE_ATTENTION and use_triton_ms_deform_attn(model):

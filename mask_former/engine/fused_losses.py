@@ -1,5 +1,5 @@
-"""MaskFormer's mask losses, and the matcher's pairwise mask costs, as a few fused (compiled)
-kernels (ACCELERATION.FUSED_MASK_LOSSES).
+"""MaskFormer's mask losses and the matcher's pairwise mask costs (ACCELERATION.FUSED_MASK_LOSSES),
+and semantic inference's maps (ACCELERATION.COMPILE), as a few fused (compiled) kernels.
 
 Eager, the focal and dice losses run ~40 full-resolution elementwise passes forward and backward
 per decoder layer over the upsampled mask logits; compiled, the upsampled logits are never
@@ -13,6 +13,11 @@ F.interpolate: compiled, F.interpolate's backward scatters every full-resolution
 the low-resolution logits with atomic adds (1.8 of a 31 ms bf16 MaskFormer step on an H200, plus
 two kernels recomputing the upsampled logits for it), while the backward of shifted sums is a
 gather that fuses with the losses' own gradient.
+
+In semantic inference the upsampling of the mask logits to the input size and their sigmoid
+become one kernel that writes the (B, Q, H, W) probabilities once, in the autocast dtype, before
+the product with the class probabilities (eager: two passes, with the upsampled logits written
+and read in between).
 """
 from typing import Callable, Tuple
 
@@ -20,8 +25,6 @@ import torch
 import torch._dynamo.exc
 
 from ..modeling.losses import bilinear_upsample, layerwise_mask_losses, upsampled_mask_losses
-
-CONFIG_KEY = "ACCELERATION.FUSED_MASK_LOSSES"
 
 
 def _upsample_dim(x: torch.Tensor, dim: int, factor: int) -> torch.Tensor:
@@ -62,7 +65,7 @@ def _fused_mask_losses(pred_masks: torch.Tensor, target_masks: torch.Tensor,
 
 class _Fused:
     """Calls `fused` compiled for tensors on `device_types`, `eager` for others; a failed
-    compilation raises, naming the key that turns it off.
+    compilation raises, naming the key that turns it off (`key`).
 
     count_dims: per argument, its dimension that counts targets or matched masks (None: none).
     That number changes every step, so those dimensions are compiled as dynamic from the first
@@ -71,24 +74,26 @@ class _Fused:
     slower (the mask losses on an H200: 77 against 12 s to compile).
     """
 
+    key = "ACCELERATION.FUSED_MASK_LOSSES"
+
     def __init__(self, fused: Callable, eager: Callable, device_types, count_dims):
         self.device_types = tuple(device_types)
         self.eager = eager
         self.count_dims = tuple(count_dims)
         self._compiled = torch.compile(fused)
 
-    def __call__(self, *tensors: torch.Tensor):
-        if tensors[0].device.type not in self.device_types:
-            return self.eager(*tensors)
-        for tensor, dim in zip(tensors, self.count_dims):
+    def __call__(self, *args):
+        if args[0].device.type not in self.device_types:
+            return self.eager(*args)
+        for arg, dim in zip(args, self.count_dims):
             if dim is not None:
-                torch._dynamo.maybe_mark_dynamic(tensor, dim % tensor.dim())
+                torch._dynamo.maybe_mark_dynamic(arg, dim % arg.dim())
         try:
-            return self._compiled(*tensors)
+            return self._compiled(*args)
         except torch._dynamo.exc.TorchDynamoException as error:
             raise RuntimeError(
                 f"Compiling the fused {self.what} failed ({type(error).__name__}: {error}). "
-                f"Compute them eagerly: {CONFIG_KEY} False."
+                f"Compute them eagerly: {self.key} False."
             ) from error
 
 
@@ -112,3 +117,14 @@ class FusedMaskCosts(_Fused):
     def __init__(self, costs: Callable, device_types=("cuda",)):
         # (M, P) targets: M, the targets of the batch
         super().__init__(costs, costs, device_types, (None, -2))
+
+
+class FusedSemanticMaps(_Fused):
+    """The model's `semantic_maps` (postprocessing.semantic_maps: (B, Q, K+1) class logits,
+    (B, Q, h, w) mask logits, the padded size (H, W) -> (B, K, H, W) scores), compiled."""
+
+    what = "semantic inference"
+    key = "ACCELERATION.COMPILE"
+
+    def __init__(self, semantic_maps: Callable, device_types=("cuda",)):
+        super().__init__(semantic_maps, semantic_maps, device_types, (None, None, None))

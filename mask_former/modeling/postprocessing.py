@@ -21,6 +21,14 @@ def upsample_masks(mask_pred: torch.Tensor, size: Tuple[int, int]) -> torch.Tens
     return F.interpolate(mask_pred, size=size, mode="bilinear", align_corners=False)
 
 
+def semantic_maps(mask_cls: torch.Tensor, mask_pred: torch.Tensor, size: Tuple[int, int]
+                  ) -> torch.Tensor:
+    """The semantic-only inference of a batch: (B, Q, K+1) class logits, (B, Q, h, w) mask logits
+    -> (B, K, H, W) scores at the padded input size `size` (upsampled, then marginalised: the
+    official order)."""
+    return semantic_inference(mask_cls, upsample_masks(mask_pred, size))
+
+
 def crop_and_resize(result: torch.Tensor, image_size: Tuple[int, int], height: int, width: int
                     ) -> torch.Tensor:
     """detectron2's sem_seg_postprocess: (C, H_pad, W_pad) -> (C, height, width), cropping the
