@@ -155,6 +155,11 @@ class MaskFormer(nn.Module):
         "pred_masks" (B, Q, H/4, W/4), "aux_outputs": [...]}."""
         return self.sem_seg_head(self.backbone(images))
 
+    def predictions(self, images: torch.Tensor) -> dict:
+        """What inference reads of the network: its outputs less "aux_outputs" (the earlier
+        decoder layers' predictions, which only the losses use)."""
+        return {k: v for k, v in self.network(images).items() if k != "aux_outputs"}
+
     def forward(self, batched_inputs: List[dict]):
         images = self.preprocess_images(batched_inputs)
         outputs = self.network(images.tensor)

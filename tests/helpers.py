@@ -1,7 +1,9 @@
 """Small helpers shared by the tests."""
 import contextlib
 import importlib.util
+import os
 import re
+import subprocess
 import sys
 from pathlib import Path
 from typing import Dict, List, Optional
@@ -13,6 +15,21 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 from PIL import Image
 
 from mask_former import add_mask_former_config
+
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_in_triton_interpreter(script: str, timeout: int = 300) -> None:
+    """Runs the Python `script` in a subprocess under TRITON_INTERPRET=1 (which must be set
+    before Triton compiles anything), with the repository and tests/ importable; asserts that it
+    exits 0 with "ok" as its last output."""
+    path = [str(ROOT), str(ROOT / "tests"), os.environ.get("PYTHONPATH", "")]
+    env = dict(os.environ, TRITON_INTERPRET="1", PYTHONPATH=os.pathsep.join(path))
+    completed = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
+                               text=True, timeout=timeout, cwd=ROOT)
+    assert completed.returncode == 0 and completed.stdout.strip().endswith("ok"), \
+        completed.stdout[-2000:] + completed.stderr[-4000:]
 
 
 def relative_error(actual: torch.Tensor, expected: torch.Tensor) -> float:

@@ -284,15 +284,22 @@ def test_accelerated_inference_matches_eager_and_leaves_inputs_alone():
                             [n[i]["sem_seg"] for n in noisy], "sem_seg")
 
 
-def test_compiled_inference_matches_eager_in_float32_and_bf16():
-    """ACCELERATION.COMPILE: the compiled network and semantic maps (FusedSemanticMaps) give
+@pytest.mark.parametrize("triton_maps", ["True", "False"], ids=["triton_maps", "compiled_maps"])
+def test_compiled_inference_matches_eager_in_float32_and_bf16(triton_maps):
+    """ACCELERATION.COMPILE: the compiled network (its inference variant, which drops the
+    auxiliary outputs) and the semantic maps (Triton's, or compiled: FusedSemanticMaps) give
     eager float32 inference's maps within its noise; in bf16 autocast they land no farther
     from float32 than eager bf16 does."""
     torch.manual_seed(0)
-    cfg = _cfg(**{"ACCELERATION.COMPILE": "True"})
+    cfg = _cfg(**{"ACCELERATION.COMPILE": "True", "ACCELERATION.TRITON_SEMANTIC_MAPS": triton_maps})
     eager, fast = _twins(cfg)
     eager.eval(), fast.eval()
-    assert isinstance(fast.model.semantic_maps, FusedSemanticMaps)
+    if triton_maps == "True":
+        from mask_former.modeling.upsampling_triton import semantic_maps_triton
+
+        assert fast.model.semantic_maps is semantic_maps_triton
+    else:
+        assert isinstance(fast.model.semantic_maps, FusedSemanticMaps)
     assert not fast.model.sem_seg_postprocess_before_inference
     batch = tiny_batch(sizes=((64, 96), (64, 96)))
     for item in batch:

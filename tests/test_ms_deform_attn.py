@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from helpers import relative_error
+from helpers import relative_error, run_in_triton_interpreter
 from mask_former.modeling.pixel_decoder.ops import (
     MSDeformAttn,
     ms_deform_attn,
@@ -168,18 +168,8 @@ def test_triton_kernels_match_the_reference_in_the_triton_interpreter():
     """The Triton kernels (forward, and the backward's gradients of values, locations and
     weights) against the pure path in float64, run by Triton's interpreter on the CPU, with
     points outside the maps and a one-pixel level."""
-    import os
-    import subprocess
-    import sys
-    from pathlib import Path
-
     pytest.importorskip("triton")
-    tests = Path(__file__).parent
-    env = dict(os.environ, TRITON_INTERPRET="1",
-               PYTHONPATH=os.pathsep.join([str(tests), os.environ.get("PYTHONPATH", "")]))
-    completed = subprocess.run([sys.executable, "-c", INTERPRETED_TRITON_CHECK], env=env,
-                               capture_output=True, text=True, timeout=300, cwd=tests)
-    assert completed.returncode == 0 and "ok" in completed.stdout, completed.stderr[-3000:]
+    run_in_triton_interpreter(INTERPRETED_TRITON_CHECK)
 
 
 @pytest.mark.gpu

@@ -7,12 +7,11 @@ before Triton compiles anything); the `gpu` tests run it compiled.
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
+from helpers import ROOT, run_in_triton_interpreter
 
 # Shared by the interpreter's subprocess and the GPU test: costs of several kinds (continuous,
 # small integers with many ties, constant, square blocks, images without targets), the kernel's
@@ -72,12 +71,7 @@ def check(device, cases, max_queries):
 def test_triton_assignment_equals_scipy_in_the_triton_interpreter():
     pytest.importorskip("triton")
     script = CHECK + "\ncheck('cpu', cases=40, max_queries=12)\nprint('ok')\n"
-    env = dict(os.environ, TRITON_INTERPRET="1",
-               PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
-    completed = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
-                               text=True, timeout=600)
-    assert completed.returncode == 0 and completed.stdout.strip().endswith("ok"), \
-        completed.stdout[-2000:] + completed.stderr[-4000:]
+    run_in_triton_interpreter(script, timeout=600)
 
 
 def test_more_targets_than_queries_is_left_to_the_host():

@@ -59,22 +59,31 @@ class AcceleratedMaskFormer(nn.Module):
         """
         super().__init__()
         self.model = model
-        network = torch.compile(model.network) if compile_network else model.network
-        self._network = network
+        # Inference runs `predictions`, the network less its auxiliary layers' outputs, which
+        # compiled code then does not compute where nothing else needs them (MaskFormer's
+        # earlier layers' masks: 5 of 6 mask products).
+        network, predictions = model.network, model.predictions
+        if compile_network:
+            network, predictions = torch.compile(network), torch.compile(predictions)
+        self._network, self._predictions = network, predictions
         # (input key, training) of each compiled variant; compile workers stop after a new one.
         self._compiled_keys = set() if compile_network else None
         self._release_workers = False
         self._train_graphs = TrainingGraphs(network, model, max_shapes) if train_cuda_graph else None
-        self._test_graphs = CUDAGraphRunner(network, max_shapes) if test_cuda_graph else None
+        self._test_graphs = CUDAGraphRunner(predictions, max_shapes) if test_cuda_graph else None
         self.train(model.training)
 
     def network(self, images: torch.Tensor) -> dict:
-        """The model's `network`, replayed from a graph where one applies to this input."""
+        """The model's `network` in training, its `predictions` in inference, replayed from a
+        graph where one applies to this input."""
         if self._compiled_keys is not None:
             self._track_compilation(images)
-        graphs = self._train_graphs if self.model.training else self._test_graphs
+        training = self.model.training
+        graphs = self._train_graphs if training else self._test_graphs
         outputs = graphs(images) if graphs is not None else None
-        return self._network(images) if outputs is None else outputs
+        if outputs is not None:
+            return outputs
+        return self._network(images) if training else self._predictions(images)
 
     def _track_compilation(self, images: torch.Tensor) -> None:
         """Stops inductor's compile workers one call after each new compiled variant.
@@ -138,8 +147,10 @@ def accelerate(model: nn.Module, cfg) -> nn.Module:
     path (FAST_DEFORMABLE_ATTENTION) or its Triton kernels (TRITON_DEFORMABLE_ATTENTION, which
     wins where both are set), the matcher solves its assignments on the GPU (TRITON_MATCHING),
     and a MaskFormer is wrapped in AcceleratedMaskFormer for CUDA graphs (TRAIN_CUDA_GRAPH,
-    TEST_CUDA_GRAPH, CUDA_GRAPH_MAX_SHAPES) and compilation (COMPILE, which also compiles the
-    semantic inference's maps: FusedSemanticMaps). Elsewhere, or with
+    TEST_CUDA_GRAPH, CUDA_GRAPH_MAX_SHAPES) and compilation (COMPILE; inference compiles and
+    graphs the model's `predictions`, without the auxiliary layers' outputs). Semantic
+    inference's maps take the Triton upsampling kernel (TRITON_SEMANTIC_MAPS), or are compiled
+    under COMPILE (FusedSemanticMaps). Elsewhere, or with
     ACCELERATION.ENABLED False, `model` itself is returned. Keep `model` for checkpoints.
     """
     accel = cfg.ACCELERATION
@@ -154,7 +165,12 @@ def accelerate(model: nn.Module, cfg) -> nn.Module:
     if accel.FUSED_MASK_LOSSES and hasattr(matcher, "mask_costs"):
         if not isinstance(matcher.mask_costs, FusedMaskCosts):  # (accelerated a second time)
             matcher.mask_costs = FusedMaskCosts(matcher.mask_costs)
-    if accel.COMPILE and hasattr(model, "semantic_maps"):
+    if accel.TRITON_SEMANTIC_MAPS and hasattr(model, "semantic_maps"):
+        _require_triton("ACCELERATION.TRITON_SEMANTIC_MAPS")
+        from ..modeling.upsampling_triton import semantic_maps_triton
+
+        model.semantic_maps = semantic_maps_triton
+    elif accel.COMPILE and hasattr(model, "semantic_maps"):
         if not isinstance(model.semantic_maps, FusedSemanticMaps):
             model.semantic_maps = FusedSemanticMaps(model.semantic_maps)
     if accel.FAST_DEFORMABLE_ATTENTION:

@@ -11,8 +11,14 @@ from detectron2.structures import BitMasks, Instances
 def semantic_inference(mask_cls: torch.Tensor, mask_pred: torch.Tensor) -> torch.Tensor:
     """Marginalises over queries: (..., Q, K+1) logits, (..., Q, H, W) mask logits -> (..., K, H, W)
     scores; leading batch dimensions are optional."""
+    return marginalise(mask_cls, mask_pred.sigmoid())
+
+
+def marginalise(mask_cls: torch.Tensor, mask_probs: torch.Tensor) -> torch.Tensor:
+    """semantic_inference from mask probabilities: (..., Q, K+1) logits, (..., Q, H, W)
+    probabilities -> (..., K, H, W) scores."""
     mask_cls = F.softmax(mask_cls, dim=-1)[..., :-1]
-    return torch.einsum("...qc,...qhw->...chw", mask_cls, mask_pred.sigmoid())
+    return torch.einsum("...qc,...qhw->...chw", mask_cls, mask_probs)
 
 
 def upsample_masks(mask_pred: torch.Tensor, size: Tuple[int, int]) -> torch.Tensor:
