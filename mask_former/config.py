@@ -201,7 +201,7 @@ def add_acceleration_config(cfg: CN) -> None:
     # bf16 0.048 -> 0.033 s an iteration (docs/benchmarks.md, fifth and sixth rounds).
     cfg.ACCELERATION.TRITON_MATCHING = True
     # Semantic inference's upsampling of the mask logits and their sigmoid as one Triton kernel
-    # that writes the probabilities once (modeling/upsampling_triton.py); wins over the compiled
+    # that writes the probabilities once (modeling/semantic_maps_triton.py); wins over the compiled
     # maps of COMPILE.
     cfg.ACCELERATION.TRITON_SEMANTIC_MAPS = True
     # Training batches pinned in a background thread, copied to the GPU without a host wait.

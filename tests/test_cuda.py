@@ -295,7 +295,7 @@ def test_compiled_inference_matches_eager_in_float32_and_bf16(triton_maps):
     eager, fast = _twins(cfg)
     eager.eval(), fast.eval()
     if triton_maps == "True":
-        from mask_former.modeling.upsampling_triton import semantic_maps_triton
+        from mask_former.modeling.semantic_maps_triton import semantic_maps_triton
 
         assert fast.model.semantic_maps is semantic_maps_triton
     else:

@@ -334,11 +334,12 @@ def test_the_deformable_encoder_runs_in_float32_under_autocast_unless_mixed_prec
 
 
 @pytest.mark.parametrize("mask2former,key", [(True, "TRITON_DEFORMABLE_ATTENTION"),
-                                              (False, "TRITON_MATCHING")])
+                                              (False, "TRITON_MATCHING"),
+                                              (False, "TRITON_SEMANTIC_MAPS")])
 def test_triton_paths_without_triton_name_their_key(monkeypatch, mask2former, key):
     """On a GPU without the triton package, accelerate() refuses in one line naming the key
-    (simulated on the CPU: the device check passes, triton's module spec is missing); a
-    MaskFormer has no deformable attention, so its matcher's key is the one named."""
+    (simulated on the CPU: the device check passes, triton's module spec is missing); each
+    case turns on only its own Triton key (TRITON_SEMANTIC_MAPS is on by default)."""
     import importlib
     import importlib.util
 
@@ -346,7 +347,9 @@ def test_triton_paths_without_triton_name_their_key(monkeypatch, mask2former, ke
 
     accelerate_module = importlib.import_module("mask_former.engine.accelerate")
     cfg = tiny_mask2former_config() if mask2former else tiny_config()
-    cfg.merge_from_list([f"ACCELERATION.{key}", True])
+    triton_keys = ["TRITON_DEFORMABLE_ATTENTION", "TRITON_MATCHING", "TRITON_SEMANTIC_MAPS"]
+    cfg.merge_from_list([item for name in triton_keys
+                         for item in (f"ACCELERATION.{name}", name == key)])
     model = build_model(cfg)
     monkeypatch.setattr(accelerate_module, "_on_cuda", lambda cfg: True)
     real_find_spec = importlib.util.find_spec

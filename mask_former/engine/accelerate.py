@@ -167,7 +167,7 @@ def accelerate(model: nn.Module, cfg) -> nn.Module:
             matcher.mask_costs = FusedMaskCosts(matcher.mask_costs)
     if accel.TRITON_SEMANTIC_MAPS and hasattr(model, "semantic_maps"):
         _require_triton("ACCELERATION.TRITON_SEMANTIC_MAPS")
-        from ..modeling.upsampling_triton import semantic_maps_triton
+        from ..modeling.semantic_maps_triton import semantic_maps_triton
 
         model.semantic_maps = semantic_maps_triton
     elif accel.COMPILE and hasattr(model, "semantic_maps"):

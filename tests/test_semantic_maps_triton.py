@@ -1,5 +1,6 @@
-"""Semantic inference's upsampling and sigmoid as one Triton kernel (upsampling_triton.py)
-against F.interpolate + sigmoid: in Triton's interpreter on the CPU, and on a GPU."""
+"""Semantic inference's maps as Triton kernels (semantic_maps_triton.py): the upsampling and
+sigmoid against F.interpolate + sigmoid, the marginalisation against postprocessing.marginalise;
+in Triton's interpreter on the CPU, and on a GPU."""
 import pytest
 import torch
 import torch.nn.functional as F
@@ -14,7 +15,7 @@ CASES = [((2, 3, 8, 11), (32, 44)), ((1, 2, 5, 7), (13, 29)), ((2, 2, 16, 16), (
 CHECK = """
 import torch
 import torch.nn.functional as F
-from mask_former.modeling.upsampling_triton import upsampled_sigmoid
+from mask_former.modeling.semantic_maps_triton import upsampled_sigmoid
 torch.manual_seed(0)
 for shape, size in CASES:
     for dtype in DTYPES:
@@ -47,12 +48,56 @@ def test_upsampled_sigmoid_matches_interpolate_in_the_triton_interpreter():
     run_in_triton_interpreter(script)
 
 
+# (B, Q, K+1, H, W): queries and classes that fill no block, more than one block of each (the
+# kernel's loops), and pixels that overhang the last pixel block.
+MARGINAL_CASES = [(2, 5, 4, 6, 7), (1, 130, 70, 3, 50), (2, 100, 151, 4, 33), (1, 1, 2, 1, 1)]
+
+MARGINAL_CHECK = """
+import torch
+from mask_former.modeling.postprocessing import marginalise
+from mask_former.modeling.semantic_maps_triton import marginalise_triton
+torch.manual_seed(0)
+for b, q, k, h, w in MARGINAL_CASES:
+    cls = 3 * torch.randn(b, q, k, device=DEVICE)
+    probs = torch.rand(b, q, h, w, device=DEVICE)
+    expected = marginalise(cls.double(), probs.double())
+    for dtype in DTYPES:
+        got = marginalise_triton(cls, probs.to(dtype), **BLOCKS)
+        assert got.dtype == dtype and got.shape == (b, k - 1, h, w), (got.dtype, got.shape)
+        error = (got.double() - expected).abs().max().item()
+        # the eager product's own error in this dtype, and one rounding of the largest score
+        # (with one or two queries the eager error can be near zero by luck)
+        eager = (marginalise(cls.to(dtype), probs.to(dtype)).double() - expected).abs().max()
+        bound = 2 * eager.item() + torch.finfo(dtype).eps * expected.abs().max().item()
+        assert error <= bound, (b, q, k, h, w, dtype, error, eager.item())
+print("ok")
+"""
+
+
 def test_upsampled_sigmoid_rejects_maps_of_another_rank():
     pytest.importorskip("triton")
-    from mask_former.modeling.upsampling_triton import upsampled_sigmoid
+    from mask_former.modeling.semantic_maps_triton import upsampled_sigmoid
 
     with pytest.raises(ValueError, match=r"\(B, Q, h, w\)"):
         upsampled_sigmoid(torch.zeros(3, 4, 4), (8, 8))
+
+
+def test_marginalise_matches_eager_in_the_triton_interpreter():
+    """float32 and float16 against a float64 marginalise: no farther from it than twice the
+    eager product's error in the same dtype plus one rounding of the largest score."""
+    pytest.importorskip("triton")
+    script = (f"import torch\nMARGINAL_CASES = {MARGINAL_CASES!r}\nDEVICE = 'cpu'\n"
+              "DTYPES = (torch.float32, torch.float16)\n"
+              "BLOCKS = dict(block_k=16, block_p=16)\n" + MARGINAL_CHECK)
+    run_in_triton_interpreter(script)
+
+
+def test_marginalise_rejects_mismatched_shapes():
+    pytest.importorskip("triton")
+    from mask_former.modeling.semantic_maps_triton import marginalise_triton
+
+    with pytest.raises(ValueError, match=r"\(B, Q, K\+1\) class logits"):
+        marginalise_triton(torch.zeros(2, 3, 5), torch.zeros(2, 4, 8, 8))
 
 
 @pytest.mark.gpu
@@ -60,13 +105,17 @@ def test_upsampled_sigmoid_rejects_maps_of_another_rank():
 def test_upsampled_sigmoid_and_semantic_maps_match_eager_on_gpu():
     """The kernel in float32, bfloat16 and float16 on the GPU, and under bf16 autocast (where
     F.interpolate runs in float32); semantic_maps_triton against semantic_maps at the recipe's
-    inference size (512 x 704, 100 queries, 150 classes), in float32 and under bf16 autocast."""
+    inference size (512 x 704, 100 queries, 150 classes), in float32 and under bf16 autocast;
+    marginalise_triton with its default blocks against a float64 marginalise, as in the
+    interpreter, in float32, bfloat16 and float16."""
     from mask_former.modeling.postprocessing import semantic_maps
-    from mask_former.modeling.upsampling_triton import semantic_maps_triton, upsampled_sigmoid
+    from mask_former.modeling.semantic_maps_triton import semantic_maps_triton, upsampled_sigmoid
 
     namespace = {"CASES": CASES, "DEVICE": "cuda", "FLOAT32_BOUND": 1e-6,
                  "DTYPES": (torch.float32, torch.bfloat16, torch.float16)}
     exec(CHECK, namespace)
+    exec(MARGINAL_CHECK, {"MARGINAL_CASES": MARGINAL_CASES, "DEVICE": "cuda", "BLOCKS": {},
+                          "DTYPES": (torch.float32, torch.bfloat16, torch.float16)})
     generator = torch.Generator(device="cuda").manual_seed(0)
     mask_cls = torch.randn(2, 100, 151, device="cuda", generator=generator)
     mask_pred = 3 * torch.randn(2, 100, 128, 176, device="cuda", generator=generator)
@@ -90,5 +139,8 @@ def test_upsampled_sigmoid_and_semantic_maps_match_eager_on_gpu():
         error = (got.double() - expected.double()).abs()
         if bf16:  # the same bf16 probabilities, or (exp's rounding near a tie) the next ones
             assert error.max().item() <= 2.0 ** -7 and (error > 0).double().mean().item() < 0.05
-        else:
-            assert error.max().item() <= 1e-6
+        else:  # float32: against float64, no farther than eager (cuBLAS) is, doubled
+            exact = semantic_maps(mask_cls.double(), logits.double(), size)
+            got_error = (got.double() - exact).abs().max().item()
+            eager_error = (expected.double() - exact).abs().max().item()
+            assert got_error <= 2 * eager_error + 1e-7, (got_error, eager_error)
