@@ -10,16 +10,18 @@ is 1.2 GB (bfloat16) or 2.3 GB (float32); PyTorch's bilinear kernel for channel-
 loops over batch and channels inside each thread, one thread per output pixel. The first kernel
 gives each program a tile of one map and writes the probabilities once, in the dtype the product
 reads. The product is a batched (K, Q) x (Q, H*W) matrix product with a short inner dimension
-(100 queries), which cuBLAS runs well below the memory's rate and, in float32, on the CUDA cores
-(about 27 TFLOP/s); the second kernel reads each tile of probabilities once for all classes.
+(100 queries), which cuBLAS runs in 16 bits well below the memory's rate; the second kernel
+reads each tile of probabilities once for all classes (batch 16 in bfloat16 on one H200:
+1.2 ms against cuBLAS's 2.1). In float32 cuBLAS runs it on the CUDA cores, exactly, and a
+Triton product no faster (TF32 splits, or plain float32 arithmetic, far slower): float32 keeps
+cuBLAS.
 
 `upsampled_sigmoid` computes what F.interpolate (bilinear, align_corners=False, an output size
 and no scale factor) and the sigmoid compute: the same source coordinates and weights in
 float32, the upsampled logit rounded to the logits' dtype where F.interpolate writes it so, and
 the sigmoid as 1 / (1 + exp(-x)) in float32. `marginalise_triton` accumulates in float32 as
-cuBLAS does; float32 products take three TF32 products (the operands split into a high and a
-low part), whose error is float32 rounding's order. Both equal the eager steps up to float32
-rounding, tests/test_semantic_maps_triton.py.
+cuBLAS does and rounds once to 16 bits. Both equal the eager steps up to rounding,
+tests/test_semantic_maps_triton.py.
 
 Kernels run on CUDA tensors, or on CPU tensors under TRITON_INTERPRET=1.
 """
@@ -30,6 +32,8 @@ import triton
 import triton.language as tl
 
 from torch.nn import functional as F
+
+from .postprocessing import marginalise
 
 
 @triton.jit
@@ -106,38 +110,51 @@ def upsampled_sigmoid(mask_pred: torch.Tensor, size: Tuple[int, int],
 @triton.jit
 def _marginalise_kernel(cls_ptr, probs_ptr, out_ptr, classes, queries, pixels,
                         cls_batch_stride, cls_query_stride, cls_class_stride,
-                        PRECISION: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_Q: tl.constexpr,
-                        BLOCK_P: tl.constexpr):
+                        ONE_QUERY_BLOCK: tl.constexpr,
+                        BLOCK_K: tl.constexpr, BLOCK_Q: tl.constexpr, BLOCK_P: tl.constexpr):
     """Program (pixel block, image) over cls (B, Q, K) (any strides), probs (B, Q, P) and
     out (B, K, P): out[b, :, p] = cls[b]^T probs[b, :, p], a block of classes at a time, so that
-    the programs of a pixel block read its probabilities from memory once."""
+    the programs of a pixel block read its probabilities from memory once. ONE_QUERY_BLOCK
+    (Q <= BLOCK_Q): the probabilities' tile is loaded once for all class blocks."""
     image = tl.program_id(1).to(tl.int64)
     pixel = tl.program_id(0) * BLOCK_P + tl.arange(0, BLOCK_P)
     in_pixels = pixel < pixels
     cls_base = cls_ptr + image * cls_batch_stride
     probs_base = probs_ptr + image * queries * pixels  # 32-bit offsets within an image
     out_base = out_ptr + image * classes * pixels
+    if ONE_QUERY_BLOCK:
+        q = tl.arange(0, BLOCK_Q)
+        tile = tl.load(probs_base + q[:, None] * pixels + pixel[None, :],
+                       mask=(q < queries)[:, None] & in_pixels[None, :], other=0.0)
     for k0 in range(0, classes, BLOCK_K):
         k = k0 + tl.arange(0, BLOCK_K)
         acc = tl.zeros((BLOCK_K, BLOCK_P), dtype=tl.float32)
-        for q0 in range(0, queries, BLOCK_Q):
-            q = q0 + tl.arange(0, BLOCK_Q)
+        if ONE_QUERY_BLOCK:
             a = tl.load(cls_base + q[None, :] * cls_query_stride + k[:, None] * cls_class_stride,
                         mask=(k < classes)[:, None] & (q < queries)[None, :], other=0.0)
-            b = tl.load(probs_base + q[:, None] * pixels + pixel[None, :],
-                        mask=(q < queries)[:, None] & in_pixels[None, :], other=0.0)
-            acc = tl.dot(a, b, acc, input_precision=PRECISION)
+            acc = tl.dot(a, tile, acc)
+        else:
+            for q0 in range(0, queries, BLOCK_Q):
+                q = q0 + tl.arange(0, BLOCK_Q)
+                a = tl.load(cls_base + q[None, :] * cls_query_stride
+                            + k[:, None] * cls_class_stride,
+                            mask=(k < classes)[:, None] & (q < queries)[None, :], other=0.0)
+                b = tl.load(probs_base + q[:, None] * pixels + pixel[None, :],
+                            mask=(q < queries)[:, None] & in_pixels[None, :], other=0.0)
+                acc = tl.dot(a, b, acc)
         tl.store(out_base + k[:, None] * pixels + pixel[None, :],
                  acc.to(out_ptr.dtype.element_ty), mask=(k < classes)[:, None] & in_pixels[None, :])
 
 
 def marginalise_triton(mask_cls: torch.Tensor, mask_probs: torch.Tensor, block_k: int = 64,
-                       block_p: int = 128, num_warps: int = 4,
-                       precision: str = "tf32x3") -> torch.Tensor:
-    """postprocessing.marginalise: (B, Q, K+1) class logits, (B, Q, H, W) mask probabilities ->
-    (B, K, H, W) scores, in the dtype of eager's product (under CUDA autocast, autocast's).
-    `precision`: float32 products' tl.dot input precision ("tf32x3", or "ieee": exact float32
-    arithmetic on the CUDA cores)."""
+                       block_p: int = 128, block_q: Optional[int] = None, num_warps: int = 4,
+                       num_stages: int = 1) -> torch.Tensor:
+    """postprocessing.marginalise in 16 bits: (B, Q, K+1) class logits, (B, Q, H, W) bfloat16 or
+    float16 mask probabilities (or any, under CUDA autocast to one of those) -> (B, K, H, W)
+    scores in that dtype, accumulated in float32 as cuBLAS does. `block_q`: queries per product
+    (default: all of them, up to 128, whose probabilities are then read once for all classes).
+    Float32 is refused: cuBLAS's product is faster there than this kernel's TF32 splits
+    (docs/benchmarks.md, the eleventh round) and exact."""
     if mask_cls.dim() != 3 or mask_probs.dim() != 4 or mask_cls.shape[:2] != mask_probs.shape[:2]:
         raise ValueError(f"marginalise_triton takes (B, Q, K+1) class logits and (B, Q, H, W) "
                          f"probabilities, got shapes {tuple(mask_cls.shape)} and "
@@ -149,18 +166,20 @@ def marginalise_triton(mask_cls: torch.Tensor, mask_probs: torch.Tensor, block_k
                          f"{height} x {width} pixels overflow the kernel's 32-bit offsets")
     autocast = mask_probs.is_cuda and torch.is_autocast_enabled("cuda")
     dtype = torch.get_autocast_dtype("cuda") if autocast else mask_probs.dtype
+    if dtype not in (torch.bfloat16, torch.float16):
+        raise ValueError(f"marginalise_triton takes bfloat16 or float16 probabilities, got "
+                         f"{dtype}: postprocessing.marginalise is the float32 product")
     cls = F.softmax(mask_cls, dim=-1)[..., :-1].to(dtype)  # (B, Q, K), as eager rounds it
     probs = mask_probs.to(dtype).contiguous()
     out = torch.empty((batch, classes, height, width), dtype=dtype, device=probs.device)
     if out.numel() == 0:
         return out
-    block_q = max(16, min(128, triton.next_power_of_2(queries)))
+    block_q = block_q or max(16, min(128, triton.next_power_of_2(queries)))
     grid = (triton.cdiv(pixels, block_p), batch)
     _marginalise_kernel[grid](cls, probs, out, classes, queries, pixels, *cls.stride(),
-                              # (16-bit operands take Triton's default, their own precision)
-                              PRECISION=precision if dtype == torch.float32 else "tf32",
-                              BLOCK_K=block_k, BLOCK_Q=block_q, BLOCK_P=block_p,
-                              num_warps=num_warps)
+                              ONE_QUERY_BLOCK=queries <= block_q, BLOCK_K=block_k,
+                              BLOCK_Q=block_q, BLOCK_P=block_p, num_warps=num_warps,
+                              num_stages=num_stages)
     return out
 
 
@@ -168,7 +187,11 @@ def semantic_maps_triton(mask_cls: torch.Tensor, mask_pred: torch.Tensor, size: 
                          ) -> torch.Tensor:
     """postprocessing.semantic_maps as the two kernels: (B, Q, K+1) class logits, (B, Q, h, w)
     mask logits -> (B, K, H, W) scores. Under CUDA autocast the probabilities are written in
-    autocast's dtype, which the product casts them to in eager (one rounding either way)."""
+    autocast's dtype, which the product casts them to in eager (one rounding either way); float32
+    probabilities take the eager (cuBLAS) product."""
     autocast = mask_pred.is_cuda and torch.is_autocast_enabled("cuda")
     dtype = torch.get_autocast_dtype("cuda") if autocast else None
-    return marginalise_triton(mask_cls, upsampled_sigmoid(mask_pred, size, dtype))
+    probs = upsampled_sigmoid(mask_pred, size, dtype)
+    if probs.dtype == torch.float32:
+        return marginalise(mask_cls, probs)
+    return marginalise_triton(mask_cls, probs)
