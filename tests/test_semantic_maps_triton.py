@@ -5,7 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from helpers import run_in_triton_interpreter
+from helpers import ROOT, run_in_triton_interpreter
 
 # (B, Q, h, w) logits -> size: the recipes' 4x factor, uneven factors, downsampling, one pixel,
 # and tiles that overhang the maps.
@@ -145,3 +145,33 @@ def test_upsampled_sigmoid_and_semantic_maps_match_eager_on_gpu():
             assert error.max().item() <= 2.0 ** -7 and (error > 0).double().mean().item() < 0.05
         else:  # float32: the kernel's probabilities, then the eager (cuBLAS) product
             assert error.max().item() <= 1e-6
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal without a CUDA GPU")
+def test_maps_benchmark_without_a_gpu_says_so_in_one_line():
+    import subprocess
+    import sys
+
+    completed = subprocess.run([sys.executable, str(ROOT / "tools/benchmark_semantic_maps.py")],
+                               capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert completed.returncode == 2
+    assert completed.stderr.strip() == ("benchmark_semantic_maps.py needs a CUDA GPU (and the "
+                                        "triton package)")
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_maps_benchmark_prints_a_line_per_batch_and_precision():
+    import json
+    import subprocess
+    import sys
+
+    completed = subprocess.run([sys.executable, str(ROOT / "tools/benchmark_semantic_maps.py"),
+                                "--batch-sizes", "2", "--precision", "bf16", "fp32",
+                                "--size", "128", "176", "--mask-size", "32", "44"],
+                               capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    rows = [json.loads(line) for line in completed.stdout.splitlines()]
+    assert [row["precision"] for row in rows] == ["bf16", "fp32"]
+    assert rows[0]["triton_64x128qallw4s1_err64"] <= 2 * rows[0]["eager_marginalise_err64"]
+    assert rows[1]["triton_maps_ms"] > 0 and "triton_64x128qallw4s1_ms" not in rows[1]

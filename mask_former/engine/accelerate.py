@@ -149,7 +149,7 @@ def accelerate(model: nn.Module, cfg) -> nn.Module:
     and a MaskFormer is wrapped in AcceleratedMaskFormer for CUDA graphs (TRAIN_CUDA_GRAPH,
     TEST_CUDA_GRAPH, CUDA_GRAPH_MAX_SHAPES) and compilation (COMPILE; inference compiles and
     graphs the model's `predictions`, without the auxiliary layers' outputs). Semantic
-    inference's maps take the Triton upsampling kernel (TRITON_SEMANTIC_MAPS), or are compiled
+    inference's maps take the Triton kernels (TRITON_SEMANTIC_MAPS), or are compiled
     under COMPILE (FusedSemanticMaps). Elsewhere, or with
     ACCELERATION.ENABLED False, `model` itself is returned. Keep `model` for checkpoints.
     """
