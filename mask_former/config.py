@@ -178,6 +178,12 @@ def add_acceleration_config(cfg: CN) -> None:
     # torch.compile backbone + head, and semantic inference's upsampling and marginalisation:
     # fewer kernel launches and passes, after a first step that compiles for a minute or two.
     cfg.ACCELERATION.COMPILE = False
+    # Convolution weights (and so the activations after them) in channels-last memory format,
+    # cuDNN's native layout for bf16: no NCHW<->NHWC transposes around each convolution. A gain
+    # where the network is compiled: one H200, MaskFormer R50 bf16 training with COMPILE 353 ->
+    # 374 img/s; eager, none in training, and eager inference is several times slower
+    # (docs/benchmarks.md, seventh and thirteenth rounds).
+    cfg.ACCELERATION.CHANNELS_LAST = False
     # Frozen BatchNorms (the backbone's FrozenBN) folded into the convolutions before them: the
     # scaled weights and the shift as bias, one convolution instead of three passes.
     cfg.ACCELERATION.FOLD_FROZEN_BATCHNORM = True

@@ -87,4 +87,19 @@ def build_optimizer(cfg, model: nn.Module, fused: bool = False) -> torch.optim.O
     optimizer = optimizers[name](optimizer_cls)
     if clip.CLIP_TYPE != "full_model":
         optimizer = maybe_add_gradient_clipping(cfg, optimizer)
+    optimizer.register_load_state_dict_post_hook(_state_in_parameter_layout)
     return optimizer
+
+
+def _state_in_parameter_layout(optimizer: torch.optim.Optimizer) -> None:
+    """Gives each loaded per-parameter state tensor (AdamW's moments, SGD's momentum) its
+    parameter's memory layout. A checkpoint written with another layout (ACCELERATION.CHANNELS_LAST
+    on in one run, off in the other) would otherwise be refused by the fused and foreach kernels,
+    which need a parameter and its state to share strides."""
+    for group in optimizer.param_groups:
+        for param in group["params"]:
+            state = optimizer.state.get(param, {})
+            for key, value in state.items():
+                if (torch.is_tensor(value) and value.shape == param.shape
+                        and value.stride() != param.stride()):
+                    state[key] = torch.empty_like(param, dtype=value.dtype).copy_(value)

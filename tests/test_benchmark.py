@@ -55,6 +55,22 @@ def test_config_overrides_may_follow_the_precision_flag():
     assert benchmark.parse_args(["--iters", "3"]).opts == []
 
 
+@pytest.mark.parametrize("flags,opts", [
+    (["--compile", "--channels-last", "--cudnn-benchmark"], []),
+    ([], ["ACCELERATION.COMPILE", "True", "ACCELERATION.CHANNELS_LAST", "True",
+          "CUDNN_BENCHMARK", "True"]),
+], ids=["flags", "keys"])
+def test_flags_and_config_keys_turn_on_the_same_options(flags, opts):
+    benchmark = _benchmark_module()
+    cfg = benchmark.setup_cfg(benchmark.parse_args(
+        ["--device", "cpu", "--config-file", str(REPO_ROOT / "configs/ade20k/maskformer_R50.yaml")]
+        + flags + opts))
+    assert cfg.ACCELERATION.COMPILE and cfg.ACCELERATION.CHANNELS_LAST and cfg.CUDNN_BENCHMARK
+    default = benchmark.setup_cfg(benchmark.parse_args(["--device", "cpu"]))
+    assert not (default.ACCELERATION.COMPILE or default.ACCELERATION.CHANNELS_LAST
+                or default.CUDNN_BENCHMARK)
+
+
 def _benchmark_module():
     spec = importlib.util.spec_from_file_location("benchmark", REPO_ROOT / "tools/benchmark.py")
     benchmark = importlib.util.module_from_spec(spec)

@@ -355,6 +355,21 @@ def test_compiled_network_trains_like_eager():
     assert_within_noise(grads, expected[1], [n[1] for n in noisy], "compiled gradients")
 
 
+@pytest.mark.parametrize("compile_network", ["False", "True"], ids=["graphed", "compiled"])
+def test_channels_last_training_matches_eager(deterministic_cudnn, compile_network):
+    cfg = _cfg(**{"ACCELERATION.CHANNELS_LAST": "True", "ACCELERATION.COMPILE": compile_network})
+    eager, fast = _twins(cfg)
+    weights = [m.weight for m in fast.model.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert weights and all(w.is_contiguous(memory_format=torch.channels_last) for w in weights)
+    batch = tiny_batch(sizes=((96, 96), (96, 96)))
+    for _ in range(2):  # records (and compiles), then replays
+        expected = _step(eager, batch)
+        noisy = _eager_noise(eager, batch)
+        loss, grads = _step(fast, batch)
+        assert_within_noise(loss, expected[0], [n[0] for n in noisy], "channels-last loss")
+        assert_within_noise(grads, expected[1], [n[1] for n in noisy], "channels-last gradients")
+
+
 @pytest.mark.parametrize("attention", [{"TRITON_DEFORMABLE_ATTENTION": "False"},
                                        {"FAST_DEFORMABLE_ATTENTION": "True",
                                         "TRITON_DEFORMABLE_ATTENTION": "False"},

@@ -71,9 +71,11 @@ def parse_args(argv=None):
     parser.add_argument("--label", default="working tree",
                         help="what code this is (a commit, 'before', ...), recorded as \"code\"")
     parser.add_argument("--channels-last", action="store_true",
-                        help="convolutions in channels-last memory format")
+                        help="convolution weights in channels-last memory format "
+                             "(ACCELERATION.CHANNELS_LAST)")
     parser.add_argument("--cudnn-benchmark", action="store_true",
-                        help="let cuDNN time its algorithms for each input shape")
+                        help="let cuDNN time its algorithms for each input shape "
+                             "(CUDNN_BENCHMARK, which the trainer honours too)")
     parser.add_argument("--compile", action="store_true",
                         help="torch.compile backbone + head (ACCELERATION.COMPILE)")
     parser.add_argument("--no-cuda-graph", action="store_true",
@@ -113,7 +115,10 @@ def setup_cfg(args):
     if args.no_cuda_graph:
         cfg.ACCELERATION.TEST_CUDA_GRAPH = False
         cfg.ACCELERATION.TRAIN_CUDA_GRAPH = False
-    cfg.ACCELERATION.COMPILE = args.compile
+    # The flags turn keys on; a key set in the config or the overrides stays on without them.
+    cfg.ACCELERATION.COMPILE = cfg.ACCELERATION.COMPILE or args.compile
+    cfg.ACCELERATION.CHANNELS_LAST = cfg.ACCELERATION.CHANNELS_LAST or args.channels_last
+    cfg.CUDNN_BENCHMARK = cfg.CUDNN_BENCHMARK or args.cudnn_benchmark
     cfg.SOLVER.IMS_PER_BATCH = args.batch_size
     cfg.freeze()
     return cfg
@@ -604,8 +609,6 @@ def run_case(case: str, precision: str, cfg, args) -> Dict:
 def _run_case(case: str, precision: str, cfg, args) -> Dict:
     torch.manual_seed(0)
     eager = build_model(cfg)
-    if args.channels_last:
-        eager = eager.to(memory_format=torch.channels_last)
     model = accelerate(eager, cfg)  # as the trainer and the predictor run it
     num_classes = cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES
     if case.startswith("train"):
@@ -635,7 +638,7 @@ def main(argv=None) -> List[Dict]:
     args = parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     cfg = setup_cfg(args)
-    torch.backends.cudnn.benchmark = args.cudnn_benchmark
+    torch.backends.cudnn.benchmark = cfg.CUDNN_BENCHMARK  # as detectron2's default_setup
     torch.backends.cuda.matmul.allow_tf32 = args.tf32
     device_name = (torch.cuda.get_device_name(0) if args.device.startswith("cuda")
                    else f"cpu x{torch.get_num_threads()}")

@@ -141,7 +141,8 @@ def _require_triton(key: str) -> None:
 def accelerate(model: nn.Module, cfg) -> nn.Module:
     """`model` with the fast paths of cfg.ACCELERATION: a module to call in its place.
 
-    On a CUDA device: frozen BatchNorms are folded into their convolutions
+    On a CUDA device: convolution weights take the channels-last layout (CHANNELS_LAST), frozen
+    BatchNorms are folded into their convolutions
     (FOLD_FROZEN_BATCHNORM), the fused mask losses and matching costs are installed in the
     model's criterion and matcher (FUSED_MASK_LOSSES), deformable attention takes its compiled
     path (FAST_DEFORMABLE_ATTENTION) or its Triton kernels (TRITON_DEFORMABLE_ATTENTION, which
@@ -156,6 +157,9 @@ def accelerate(model: nn.Module, cfg) -> nn.Module:
     accel = cfg.ACCELERATION
     if not _on_cuda(cfg):
         return model
+    if accel.CHANNELS_LAST:
+        # In place: the parameters stay the same objects (the optimizer's) with new strides.
+        model.to(memory_format=torch.channels_last)
     if accel.FOLD_FROZEN_BATCHNORM:
         fold_frozen_batchnorm(model)
     criterion = getattr(model, "criterion", None)
