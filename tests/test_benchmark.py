@@ -66,9 +66,20 @@ def test_flags_and_config_keys_turn_on_the_same_options(flags, opts):
         ["--device", "cpu", "--config-file", str(REPO_ROOT / "configs/ade20k/maskformer_R50.yaml")]
         + flags + opts))
     assert cfg.ACCELERATION.COMPILE and cfg.ACCELERATION.CHANNELS_LAST and cfg.CUDNN_BENCHMARK
-    default = benchmark.setup_cfg(benchmark.parse_args(["--device", "cpu"]))
+    default_args = benchmark.parse_args(["--device", "cpu"])
+    default = benchmark.setup_cfg(default_args)
     assert not (default.ACCELERATION.COMPILE or default.ACCELERATION.CHANNELS_LAST
                 or default.CUDNN_BENCHMARK)
+    assert default_args.warmup == 5  # compiled code takes longer to settle: 20 by default
+
+
+def test_compiled_runs_warm_up_longer_unless_told():
+    benchmark = _benchmark_module()
+    for argv, warmup in ((["--compile"], 20), (["ACCELERATION.COMPILE", "True"], 20),
+                         (["--compile", "--warmup", "3"], 3), ([], 5)):
+        args = benchmark.parse_args(["--device", "cpu"] + argv)
+        benchmark.setup_cfg(args)
+        assert args.warmup == warmup, argv
 
 
 def _benchmark_module():
