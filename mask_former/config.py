@@ -181,7 +181,7 @@ def add_acceleration_config(cfg: CN) -> None:
     # Convolution weights (and so the activations after them) in channels-last memory format,
     # cuDNN's native layout for bf16: no NCHW<->NHWC transposes around each convolution. A gain
     # where the network is compiled: one H200, MaskFormer R50 bf16 training with COMPILE 353 ->
-    # 374 img/s; eager, none in training, and eager inference is several times slower
+    # 376 img/s; eager, none in training, and eager inference is several times slower
     # (docs/benchmarks.md, seventh and thirteenth rounds).
     cfg.ACCELERATION.CHANNELS_LAST = False
     # Frozen BatchNorms (the backbone's FrozenBN) folded into the convolutions before them: the
