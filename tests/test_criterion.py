@@ -133,3 +133,41 @@ def test_mask_costs_are_each_images_queries_against_its_own_targets():
             torch.testing.assert_close(cost[layer, b, :, start:end], expected, rtol=1e-12,
                                        atol=1e-12)
         start = end
+
+
+def _official_focal_cost(inputs, targets, alpha=0.25, gamma=2.0):
+    """The official matcher's focal cost: two products, over target values 1 and 0."""
+    probs = inputs.sigmoid()
+    pos = alpha * (1 - probs) ** gamma * F.binary_cross_entropy_with_logits(
+        inputs, torch.ones_like(inputs), reduction="none")
+    neg = (1 - alpha) * probs ** gamma * F.binary_cross_entropy_with_logits(
+        inputs, torch.zeros_like(inputs), reduction="none")
+    return (pos @ targets.T + neg @ (1 - targets).T) / inputs.shape[1]
+
+
+def _official_sigmoid_ce_cost(inputs, targets):
+    """Mask2Former's official point cost: two products, over target values 1 and 0."""
+    pos = F.binary_cross_entropy_with_logits(inputs, torch.ones_like(inputs), reduction="none")
+    neg = F.binary_cross_entropy_with_logits(inputs, torch.zeros_like(inputs), reduction="none")
+    return (pos @ targets.T + neg @ (1 - targets).T) / inputs.shape[1]
+
+
+@pytest.mark.parametrize("scale", [1.0, 12.0], ids=["unsure", "confident"])
+def test_one_product_costs_equal_the_official_two_product_costs(scale):
+    """The focal and sigmoid cross-entropy costs as one matrix product plus row sums hold the
+    official two-product expansions: up to float64 rounding in float64, within float32 rounding in float32, also
+    for confident logits (large row sums of which a target's share is subtracted)."""
+    from mask_former.modeling.losses import pairwise_focal_cost, pairwise_sigmoid_ce_cost
+
+    generator = torch.Generator().manual_seed(0)
+    inputs = scale * torch.randn(20, 4096, generator=generator, dtype=torch.float64)
+    targets = (torch.rand(7, 4096, generator=generator) > 0.3).double()
+    targets[0] = (inputs[0] > 0).double()  # a query that predicts target 0 well
+    for ours, official in ((pairwise_focal_cost, _official_focal_cost),
+                           (pairwise_sigmoid_ce_cost, _official_sigmoid_ce_cost)):
+        expected = official(inputs, targets)
+        torch.testing.assert_close(ours(inputs, targets), expected, rtol=1e-10, atol=1e-10)
+        # float32: within a few times the official expansion's own float32 error
+        official_error = (official(inputs.float(), targets.float()).double() - expected).abs().max()
+        error = (ours(inputs.float(), targets.float()).double() - expected).abs().max()
+        assert error <= 4 * official_error + 1e-7, (ours.__name__, float(error), float(official_error))
