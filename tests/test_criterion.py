@@ -155,8 +155,9 @@ def _official_sigmoid_ce_cost(inputs, targets):
 @pytest.mark.parametrize("scale", [1.0, 12.0], ids=["unsure", "confident"])
 def test_one_product_costs_equal_the_official_two_product_costs(scale):
     """The focal and sigmoid cross-entropy costs as one matrix product plus row sums hold the
-    official two-product expansions: up to float64 rounding in float64, within float32 rounding in float32, also
-    for confident logits (large row sums of which a target's share is subtracted)."""
+    official two-product expansions: up to float64 rounding in float64, within float32 rounding
+    in float32, also for confident logits (large row sums of which a target's share is
+    subtracted)."""
     from mask_former.modeling.losses import pairwise_focal_cost, pairwise_sigmoid_ce_cost
 
     generator = torch.Generator().manual_seed(0)

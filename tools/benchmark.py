@@ -62,8 +62,8 @@ def parse_args(argv=None):
     parser.add_argument("--infer-batch-size", type=int, default=16)
     parser.add_argument("--iters", type=int, default=20, help="timed iterations per case")
     parser.add_argument("--warmup", type=int, default=None,
-                        help="untimed iterations first (default: 5, or 20 with --compile: compiled "
-                             "Mask2Former at batch 16 scattered by 40%% after 8)")
+                        help="untimed iterations first (default: 5, or 20 where the network is "
+                             "compiled: compiled Mask2Former at batch 16 scattered by 40%% after 8)")
     parser.add_argument("--loader-warmup", type=int, default=20,
                         help="untimed iterations first in train_loader, which include the loader "
                              "workers' start-up")

@@ -54,8 +54,8 @@ def pairwise_dice_cost(inputs: torch.Tensor, targets: torch.Tensor) -> torch.Ten
 
 def pairwise_sigmoid_ce_cost(inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """Point-averaged sigmoid cross-entropy of every prediction against every target:
-    (..., N, P), (..., M, P) -> (..., N, M), expanded over target values 1 and 0 as two matrix
-    products (Mask2Former's matching cost)."""
+    (..., N, P), (..., M, P) -> (..., N, M), expanded over target values 1 and 0 into one matrix
+    product and row sums (Mask2Former's matching cost)."""
     # binary_cross_entropy_with_logits(x, 1) = softplus(-x), (x, 0) = softplus(x), so the official
     # softplus(-x) @ t + softplus(x) @ (1 - t) is (softplus(-x) - softplus(x)) @ t + the row sums
     # of softplus(x), and softplus(-x) - softplus(x) = -x: one matrix product instead of two
